@@ -1,0 +1,120 @@
+"""The pytest plugin (entry point `pytest11: ceph_drills`): options and fixtures for drills.
+
+An installed harness gives any pytest run `--target`, `--report-dir`, `--run-id`,
+`--thresholds` and the fixtures `drill_target`, `cluster`, `run_dir`, `timeline`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from drills import __version__
+from drills.cluster import CephCluster, ClusterError
+from drills.target import Target, TargetError, load_target
+from drills.timeline import Timeline
+
+RUN_DIR_KEY = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("ceph-drills")
+    g.addoption("--target", default=None, help="target TOML file (default: $DRILL_TARGET or the sandbox's)")
+    g.addoption("--report-dir", default="reports", help="where run directories are written (default ./reports)")
+    g.addoption("--run-id", default=None, help="run id (default: a UTC timestamp)")
+    g.addoption("--thresholds", default=None, help="thresholds TOML (default: the shipped one)")
+
+
+def default_target_path() -> str:
+    from drills.cli import default_target_path as d
+
+    return d()
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@pytest.fixture(scope="session")
+def drill_target(pytestconfig: pytest.Config) -> Target:
+    path = pytestconfig.getoption("--target") or default_target_path()
+    try:
+        return load_target(path)
+    except TargetError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+@pytest.fixture(scope="session")
+def cluster(drill_target: Target) -> Iterator[CephCluster]:
+    try:
+        c = CephCluster(drill_target).connect()
+    except ClusterError as e:
+        raise pytest.UsageError(str(e)) from None
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="session")
+def run_dir(pytestconfig: pytest.Config, drill_target: Target) -> Path:
+    """This run's directory under --report-dir; its timeline and report go here."""
+    base = Path(pytestconfig.getoption("--report-dir"))
+    run_id = pytestconfig.getoption("--run-id") or new_run_id()
+    d = base / run_id
+    d.mkdir(parents=True, exist_ok=True)
+    pytestconfig.stash[RUN_DIR_KEY] = d
+    return d
+
+
+@pytest.fixture(scope="session")
+def timeline(run_dir: Path, drill_target: Target, cluster: CephCluster, pytestconfig: pytest.Config) -> Iterator[Timeline]:
+    tl = Timeline(run_dir)
+    try:
+        versions = cluster.versions()
+    except ClusterError:
+        versions = {}
+    tl.write_meta(
+        run_id=run_dir.name,
+        harness_version=__version__,
+        started=dt.datetime.now(dt.timezone.utc).isoformat(),
+        runner_host=socket.gethostname(),
+        target=_describe_target(drill_target),
+        ceph_versions=versions,
+        thresholds=pytestconfig.getoption("--thresholds"),
+    )
+    try:
+        yield tl
+    finally:
+        tl.write_meta(finished=dt.datetime.now(dt.timezone.utc).isoformat())
+        tl.close()
+
+
+def _describe_target(t: Target) -> dict:
+    return {
+        "path": t.path,
+        "cluster": t.cluster.name,
+        "fsid": t.cluster.fsid,
+        "deployment": t.cluster.deployment,
+        "destructive": t.destructive,
+        "racks": {r.name: {h.name: list(h.daemons) for h in r.hosts} for r in t.racks},
+        "service_hosts": {h.name: list(h.daemons) for h in t.service_hosts},
+    }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    d = session.config.stash.get(RUN_DIR_KEY, None)
+    if d is None:
+        return
+    latest = d.parent / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        os.symlink(d.name, latest)
+    except OSError:
+        pass

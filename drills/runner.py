@@ -1,0 +1,74 @@
+"""`drill run`: a suite of drill modules run through pytest, with exit codes for schedulers.
+
+Exit codes: 0 all passed, 1 a threshold or check failed, 2 harness or set-up error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from drills.target import TargetError, load_target
+
+# Suites name drill modules (pytest modules inside the drills package).
+SUITES: dict[str, list[str]] = {
+    "smoke": ["drills.test_smoke"],
+    "nightly": ["drills.test_smoke"],
+    "full": ["drills.test_smoke"],
+}
+
+
+class RunError(Exception):
+    pass
+
+
+def check_report_dir(report_dir: str) -> Path:
+    p = Path(report_dir)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"report directory {p} cannot be created: {e.strerror}; pass a writable --report-dir") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise RunError(f"report directory {p} is not writable; pass a writable --report-dir")
+    return p
+
+
+def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, dry_run: bool, extra: list[str]) -> int:
+    import pytest
+
+    if suite not in SUITES:
+        print(f"drill: error: unknown suite {suite!r}; choose one of {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    try:
+        t = load_target(target)
+        if thresholds is not None and not Path(thresholds).is_file():
+            raise RunError(f"thresholds file {thresholds} does not exist")
+        out = check_report_dir(report_dir)
+    except (TargetError, RunError) as e:
+        print(f"drill: error: {e}", file=sys.stderr)
+        return 2
+    modules = SUITES[suite]
+    if dry_run:
+        print(f"plan for suite {suite!r} on {t.cluster.name} ({t.path}), destructive={t.destructive}:")
+        for m in modules:
+            print(f"  drill module {m}")
+        print(f"  reports under {out}/<run-id>/; nothing was touched")
+        return 0
+    from drills.plugin import new_run_id
+
+    run_id = new_run_id()
+    args = [
+        "-p", "no:cacheprovider",
+        "--rootdir", str(out.resolve()),
+        "--pyargs", *modules,
+        f"--target={t.path}",
+        f"--report-dir={out}",
+        f"--run-id={run_id}",
+        f"--junitxml={out / run_id / 'junit.xml'}",
+        "-o", "console_output_style=classic",
+        *([f"--thresholds={thresholds}"] if thresholds else []),
+        *extra,
+    ]
+    rc = int(pytest.main(args))
+    return {0: 0, 1: 1}.get(rc, 2)

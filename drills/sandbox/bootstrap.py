@@ -1,0 +1,481 @@
+"""Bring a real Ceph cluster up on this machine, and take it down leaving nothing behind.
+
+Real ceph-mon, ceph-mgr, ceph-osd (BlueStore on sparse files) and radosgw from Debian's
+packages, cephx on, one network namespace per logical host on a bridge. See
+docs/sandbox.md for the Ceph options chosen and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import struct
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from drills.sandbox import host as hostctl
+from drills.sandbox.spec import GiB, SandboxError, SandboxHost, SandboxSpec
+from drills.target import (
+    S3,
+    Access,
+    Cluster,
+    Host,
+    Network,
+    Power,
+    Rack,
+    Target,
+    dump_target,
+    load_target,
+)
+
+REQUIRED_BINARIES = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-authtool", "monmaptool", "radosgw", "radosgw-admin", "nft", "ip")
+MON_ID = "a"
+MGR_ID = "x"
+RGW = "client.rgw.sandbox"
+RGW_PORT = 7480
+S3_USER = "drills"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpResult:
+    target: Target
+    seconds: float
+    steps: list[tuple[str, float]]  # (step, seconds since start)
+
+
+def make_key() -> str:
+    """A cephx secret: le16 type (1 = AES), le32 sec, le32 nsec, le16 length, 16 random bytes."""
+    now = time.time()
+    return base64.b64encode(struct.pack("<HIIH", 1, int(now), 0, 16) + secrets.token_bytes(16)).decode()
+
+
+def keyring_text(entity: str, key: str, caps: dict[str, str]) -> str:
+    lines = [f"[{entity}]", f"\tkey = {key}"]
+    lines += [f'\tcaps {k} = "{v}"' for k, v in caps.items()]
+    return "\n".join(lines) + "\n"
+
+
+def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
+    svc = spec.service_host
+    d = spec.dir
+    opts: dict[str, dict[str, str]] = {
+        "global": {
+            "fsid": fsid,
+            "mon_host": f"[v2:{svc.address}:3300,v1:{svc.address}:6789]",
+            "public_network": spec.subnet,
+            "auth_cluster_required": "cephx",
+            "auth_service_required": "cephx",
+            "auth_client_required": "cephx",
+            "auth_allow_insecure_global_id_reclaim": "false",
+            "run_dir": f"{d}/run",
+            "admin_socket": f"{d}/run/$name.asok",
+            "pid_file": f"{d}/run/$name.pid",
+            "log_file": f"{d}/log/$name.log",
+            "crash_dir": f"{d}/crash",
+            "log_to_stderr": "false",
+            "err_to_stderr": "false",
+            "mon_cluster_log_file": f"{d}/log/$cluster.log",
+            # The default rule replicates across racks: one rack may fail without data loss.
+            "osd_crush_chooseleaf_type": "3",
+            "osd_pool_default_size": str(spec.pool_size),
+            "osd_pool_default_min_size": str(spec.pool_min_size),
+            "osd_pool_default_pg_num": "8",
+            "osd_pool_default_pgp_num": "8",
+            "osd_pool_default_pg_autoscale_mode": "off",
+            "mon_allow_pool_delete": "true",
+            "mon_max_pg_per_osd": "500",
+            # Failure detection as on a real cluster: reports must come from 2 OSDs on
+            # different hosts, after osd_heartbeat_grace of silence.
+            "mon_osd_reporter_subtree_level": "host",
+            "mon_osd_min_down_reporters": "2",
+            "osd_heartbeat_grace": "20",
+            "mon_osd_down_out_interval": "600",
+            # One disk shared by every "host": don't raise space alarms for the machine's disk.
+            "mon_data_avail_warn": "2",
+            "mon_data_avail_crit": "1",
+            "mon_warn_on_pool_no_redundancy": "false" if spec.pool_size == 1 else "true",
+            "mon_warn_on_pool_pg_num_not_power_of_two": "false",
+            "mgr_initial_modules": "iostat",
+        },
+        "mon": {"mon_data": f"{d}/mon/$cluster-$id"},
+        "mgr": {"mgr_data": f"{d}/mgr/$cluster-$id"},
+        "osd": {
+            "osd_data": f"{d}/osd/$cluster-$id",
+            "osd_objectstore": "bluestore",
+            "bluestore_block_create": "true",
+            "bluestore_block_size": str(spec.osd_size),
+            "bluestore_fsck_on_mkfs": "false",
+            "bluestore_fsck_on_mount": "false",
+            # Memory that fits a 24 GiB machine running every daemon of the cluster.
+            "osd_memory_target": str(spec.osd_memory_target),
+            # Two cores for all OSDs: fewer op shards keep thread counts sane.
+            "osd_op_num_shards": "2",
+            "osd_op_num_threads_per_shard": "1",
+            "osd_crush_update_on_start": "true",
+        },
+    }
+    for h in spec.osd_hosts:
+        for i in h.osd_ids:
+            opts[f"osd.{i}"] = {"crush_location": f"root=default rack={h.rack} host={h.name}", "public_addr": h.address}
+    opts[f"mon.{MON_ID}"] = {"public_addr": svc.address}
+    if spec.rgw:
+        opts[RGW] = {
+            "rgw_frontends": f"beast endpoint={svc.address}:{RGW_PORT}",
+            "rgw_data": f"{d}/rgw",
+            "keyring": f"{d}/keyring/{RGW}.keyring",
+        }
+    for k, v in spec.extra_conf.items():
+        opts["global"][k] = v
+    out = []
+    for section, kv in opts.items():
+        out.append(f"[{section}]")
+        out += [f"\t{k} = {v}" for k, v in kv.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def check_prerequisites(spec: SandboxSpec) -> None:
+    if os.geteuid() != 0:
+        raise SandboxError("the sandbox needs root (network namespaces, nftables); run as root")
+    missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
+    if missing:
+        raise SandboxError(f"missing {', '.join(missing)}; run scripts/setup.sh to install the Debian packages")
+    try:
+        import rados  # noqa: F401
+        import rbd  # noqa: F401
+    except ImportError:
+        raise SandboxError("python3-rados/python3-rbd are not importable; use the venv made by scripts/setup.sh") from None
+    spec.validate(psutil.virtual_memory().available + _own_sandbox_memory(spec))
+
+
+def _own_sandbox_memory(spec: SandboxSpec) -> int:
+    """Memory held by a running sandbox in the same directory, which `up` will replace."""
+    total = 0
+    for p in hostctl.sandbox_processes(spec):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def to_target(spec: SandboxSpec, fsid: str) -> Target:
+    def host(h: SandboxHost, daemons: tuple[str, ...]) -> Host:
+        return Host(
+            name=h.name,
+            address=h.address,
+            daemons=daemons,
+            access=Access(kind="local", netns=h.netns),
+            power=Power(kind="sandbox"),
+            network=Network(kind="sandbox"),
+        )
+
+    racks = []
+    for r in range(1, spec.racks + 1):
+        hs = [h for h in spec.osd_hosts if h.rack == f"rack{r}"]
+        racks.append(Rack(f"rack{r}", tuple(host(h, tuple(f"osd.{i}" for i in h.osd_ids)) for h in hs)))
+    svc_daemons = (f"mon.{MON_ID}", f"mgr.{MGR_ID}") + ((RGW,) if spec.rgw else ())
+    return Target(
+        cluster=Cluster(
+            name="sandbox",
+            fsid=fsid,
+            conf=str(spec.conf_path),
+            keyring=str(spec.admin_keyring),
+            client="client.admin",
+            deployment="sandbox",
+        ),
+        state_dir=str(spec.path / "state"),
+        destructive=True,
+        racks=tuple(racks),
+        service_hosts=(host(spec.service_host, svc_daemons),),
+        s3=S3(endpoint=f"http://{spec.service_host.address}:{RGW_PORT}", credentials_file=str(spec.path / "s3-credentials.json"))
+        if spec.rgw
+        else S3(),
+    )
+
+
+SPEC_FILE = "sandbox.json"
+
+
+def save_spec(spec: SandboxSpec) -> None:
+    from dataclasses import asdict
+
+    (spec.path / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
+
+
+def load_spec(directory: str) -> SandboxSpec | None:
+    p = Path(directory) / SPEC_FILE
+    if not p.exists():
+        return None
+    try:
+        return SandboxSpec(**json.loads(p.read_text()))
+    except (TypeError, json.JSONDecodeError):
+        return None
+
+
+def spec_of_target(target: Target) -> SandboxSpec:
+    """The sandbox behind a target the sandbox wrote (its spec file sits beside the target)."""
+    d = str(Path(target.cluster.conf).parent)
+    spec = load_spec(d)
+    if spec is None:
+        raise SandboxError(f"{d} holds no sandbox (no {SPEC_FILE}); is this target a sandbox's?")
+    return spec
+
+
+# --- up ------------------------------------------------------------------------
+
+
+def up(spec: SandboxSpec, log: Log = print, timeout: float = 300) -> UpResult:
+    """Start a sandbox from nothing (replacing whatever a crashed one left) and wait for HEALTH_OK.
+
+    Idempotent: if a healthy sandbox of the same shape is already running, returns it.
+    """
+    from drills.cluster import CephCluster, ClusterError
+
+    check_prerequisites(spec)
+    t0 = time.monotonic()
+    steps: list[tuple[str, float]] = []
+
+    def step(name: str) -> None:
+        steps.append((name, time.monotonic() - t0))
+        log(f"[{time.monotonic() - t0:5.1f}s] {name}")
+
+    existing = load_spec(spec.dir)
+    if existing == spec and spec.target_path.exists():
+        try:
+            t = load_target(spec.target_path)
+            with CephCluster(t, connect_timeout=5) as c:
+                if c.health_status() == "HEALTH_OK" and len(c.osds_up()) == spec.osd_count:
+                    log("sandbox already up and HEALTH_OK")
+                    return UpResult(t, time.monotonic() - t0, steps)
+        except (ClusterError, SandboxError, Exception):  # noqa: BLE001 - anything wrong: rebuild
+            pass
+    if existing is not None or spec.path.exists() or _leftovers(spec):
+        log("replacing what an earlier sandbox left behind")
+        down(existing or spec, log=lambda m: None)
+        if existing is not None and existing.prefix != spec.prefix:
+            down(spec, log=lambda m: None)
+
+    try:
+        return _bring_up(spec, log, step, t0, steps, timeout)
+    except BaseException:
+        log("start-up failed: tearing the half-built sandbox down")
+        down(spec, log=lambda m: None)
+        raise
+
+
+def _leftovers(spec: SandboxSpec) -> bool:
+    return bool(hostctl.sandbox_processes(spec)) or any(n.startswith(f"{spec.prefix}-") for n in hostctl.list_netns()) or hostctl.link_exists(spec.bridge)
+
+
+def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: float, steps: list, timeout: float) -> UpResult:
+    from drills.cluster import CephCluster
+
+    d = spec.path
+    for sub in ("run", "log", "keyring", "mon", "mgr", "osd", "rgw", "crash", "state"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    save_spec(spec)
+    fsid = str(uuid.uuid4())
+    spec.conf_path.write_text(ceph_conf(spec, fsid))
+
+    hostctl.create_network(spec)
+    step(f"network: bridge {spec.bridge}, {len(spec.hosts)} namespaces on {spec.subnet}")
+
+    # Keys: mon., client.admin, mgr and rgw go into the mon's initial keyring.
+    admin_key = make_key()
+    spec.admin_keyring.write_text(keyring_text("client.admin", admin_key, {"mon": "allow *", "osd": "allow *", "mgr": "allow *", "mds": "allow *"}))
+    os.chmod(spec.admin_keyring, 0o600)
+    mgr_key, rgw_key = make_key(), make_key()
+    mon_keyring = d / "keyring" / "mon.keyring"
+    mon_keyring.write_text(
+        keyring_text("mon.", make_key(), {"mon": "allow *"})
+        + spec.admin_keyring.read_text()
+        + keyring_text(f"mgr.{MGR_ID}", mgr_key, {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"})
+        + keyring_text(RGW, rgw_key, {"mon": "allow rw", "osd": "allow rwx", "mgr": "allow rw"})
+    )
+    os.chmod(mon_keyring, 0o600)
+    svc = spec.service_host
+    monmap = d / "monmap"
+    hostctl.sh("monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:{svc.address}:3300,v1:{svc.address}:6789]", str(monmap), "--clobber")
+    hostctl.sh("ceph-mon", "-c", str(spec.conf_path), "--mkfs", "-i", MON_ID, "--monmap", str(monmap), "--keyring", str(mon_keyring))
+    hostctl.start_daemon(spec, svc, f"mon.{MON_ID}")
+    step("mon.a started")
+
+    target = to_target(spec, fsid)
+    dump_target(target, spec.target_path, header=TARGET_HEADER)
+    cluster = CephCluster(target, connect_timeout=30).connect()
+    try:
+        mgr_dir = d / "mgr" / f"ceph-{MGR_ID}"
+        mgr_dir.mkdir(parents=True, exist_ok=True)
+        (mgr_dir / "keyring").write_text(keyring_text(f"mgr.{MGR_ID}", mgr_key, {}))
+        hostctl.start_daemon(spec, svc, f"mgr.{MGR_ID}")
+        step("mgr.x started")
+
+        # OSDs: register ids and keys with the mon, mkfs in parallel, start in parallel.
+        osd_keys: dict[int, tuple[str, str]] = {}
+        for h in spec.osd_hosts:
+            for i in h.osd_ids:
+                osd_uuid, key = str(uuid.uuid4()), make_key()
+                cluster.mon_command("osd new", inbuf=json.dumps({"cephx_secret": key}).encode(), uuid=osd_uuid, id=i)
+                odir = d / "osd" / f"ceph-{i}"
+                odir.mkdir(parents=True, exist_ok=True)
+                (odir / "keyring").write_text(keyring_text(f"osd.{i}", key, {}))
+                osd_keys[i] = (osd_uuid, key)
+
+        def mkfs(i: int) -> None:
+            hostctl.sh("ceph-osd", "-c", str(spec.conf_path), "-i", str(i), "--mkfs", "--osd-uuid", osd_keys[i][0], timeout=300)
+
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            list(ex.map(mkfs, sorted(osd_keys)))
+        step(f"{spec.osd_count} BlueStore OSDs created")
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            list(ex.map(lambda hi: hostctl.start_daemon(spec, hi[0], f"osd.{hi[1]}"), [(h, i) for h in spec.osd_hosts for i in h.osd_ids]))
+        step("OSDs started")
+
+        for pool, app, pgs in ((target.cluster.rbd_pool, "rbd", 32), (target.cluster.rados_pool, "drills", 32)):
+            cluster.mon_command("osd pool create", pool=pool, pg_num=pgs, pgp_num=pgs, pool_type="replicated")
+            cluster.mon_command("osd pool application enable", pool=pool, app=app, yes_i_really_mean_it=True)
+        import rbd
+
+        with cluster.open_ioctx(target.cluster.rbd_pool) as io:
+            rbd.RBD().pool_init(io, True)
+        step("pools rbd and drills created")
+
+        if spec.rgw:
+            (d / "keyring" / f"{RGW}.keyring").write_text(keyring_text(RGW, rgw_key, {}))
+            hostctl.start_daemon(spec, svc, RGW)
+            creds = _create_s3_user(spec)
+            step(f"radosgw on {svc.address}:{RGW_PORT}, S3 user {creds['user']}")
+
+        cluster.wait_for_osds(up=set(range(spec.osd_count)), timeout=timeout)
+        # Health can read OK while freshly created PGs are still "unknown": wait for clean first.
+        cluster.wait_for_clean(timeout=timeout)
+        cluster.wait_for_health_ok(timeout=timeout)
+        step("HEALTH_OK")
+    finally:
+        cluster.close()
+    return UpResult(target, time.monotonic() - t0, steps)
+
+
+def _create_s3_user(spec: SandboxSpec) -> dict[str, str]:
+    access, secret = secrets.token_hex(10).upper(), secrets.token_urlsafe(30)
+    # radosgw-admin is the interface for rgw users (no librados call does this).
+    hostctl.sh(
+        "radosgw-admin", "-c", str(spec.conf_path), "-n", "client.admin", "-k", str(spec.admin_keyring), "user", "create",
+        f"--uid={S3_USER}", "--display-name=ceph-drills", f"--access-key={access}", f"--secret-key={secret}",
+        timeout=120,
+    )
+    creds = {"user": S3_USER, "access_key": access, "secret_key": secret}
+    p = spec.path / "s3-credentials.json"
+    p.write_text(json.dumps(creds))
+    os.chmod(p, 0o600)
+    return creds
+
+
+TARGET_HEADER = """# Written by `drill sandbox up`: the embedded sandbox described in the target schema.
+# A staging cluster is described by hand in the same schema (examples/staging-target.toml)."""
+
+
+# --- down ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownResult:
+    processes_killed: int
+    removed: list[str]
+    seconds: float
+
+
+def down(spec: SandboxSpec, log: Log = print, keep_dir: bool = False) -> DownResult:
+    """Stop every daemon and remove namespaces, links, nft tables, cgroups and the directory."""
+    t0 = time.monotonic()
+    killed = hostctl.kill_all(spec)
+    removed = hostctl.delete_network(spec)
+    removed += remove_cgroups(spec)
+    if not keep_dir and spec.path.exists():
+        shutil.rmtree(spec.path, ignore_errors=True)
+        removed.append(str(spec.path))
+    log(f"sandbox down: {killed} processes stopped, removed {len(removed)} items")
+    return DownResult(killed, removed, time.monotonic() - t0)
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup")
+
+
+def remove_cgroups(spec: SandboxSpec) -> list[str]:
+    removed = []
+    for root in CGROUP_ROOTS:
+        base = Path(root) / f"ceph-drills-{spec.prefix}"
+        if not base.is_dir():
+            continue
+        for child in sorted(base.glob("*"), reverse=True):
+            if child.is_dir():
+                try:
+                    child.rmdir()
+                    removed.append(str(child))
+                except OSError:
+                    pass
+        try:
+            base.rmdir()
+            removed.append(str(base))
+        except OSError:
+            pass
+    return removed
+
+
+def leftovers(spec: SandboxSpec) -> list[str]:
+    """What of this sandbox is still on the machine (empty after a clean `down`)."""
+    found = [f"process {p.pid} {p.name()}" for p in hostctl.sandbox_processes(spec)]
+    found += [f"netns {n}" for n in hostctl.list_netns() if n.startswith(f"{spec.prefix}-")]
+    found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(spec.prefix)]
+    found += [f"cgroup {root}/ceph-drills-{spec.prefix}" for root in CGROUP_ROOTS if Path(root, f"ceph-drills-{spec.prefix}").is_dir()]
+    if spec.path.exists():
+        found.append(f"directory {spec.path}")
+    return found
+
+
+# --- status --------------------------------------------------------------------
+
+
+def status(spec: SandboxSpec) -> dict:
+    from drills.cluster import CephCluster, ClusterError
+
+    daemons = {}
+    for h in spec.hosts:
+        names = [f"osd.{i}" for i in h.osd_ids] if h.index else [f"mon.{MON_ID}", f"mgr.{MGR_ID}"] + ([RGW] if spec.rgw else [])
+        for n in names:
+            pid = hostctl.daemon_pid(spec, n)
+            rss = None
+            if pid:
+                try:
+                    rss = psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    pass
+            daemons[n] = {"host": h.name, "pid": pid, "rss": rss}
+    out: dict = {"dir": spec.dir, "daemons": daemons, "health": None}
+    if spec.target_path.exists():
+        try:
+            with CephCluster(load_target(spec.target_path), connect_timeout=5) as c:
+                out["health"] = c.health_status()
+                out["pgs"] = c.pg_summary().states
+        except (ClusterError, Exception) as e:  # noqa: BLE001
+            out["health"] = f"unreachable: {e}"
+    return out
+
+
+def with_overrides(spec: SandboxSpec, **kw: object) -> SandboxSpec:
+    return replace(spec, **{k: v for k, v in kw.items() if v is not None})
+
+
+__all__ = ["up", "down", "status", "leftovers", "UpResult", "DownResult", "GiB"]

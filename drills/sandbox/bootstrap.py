@@ -146,6 +146,7 @@ def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
 
 
 def check_prerequisites(spec: SandboxSpec) -> None:
+    spec.validate()  # the cheap refusals first: nothing is touched for an impossible request
     if os.geteuid() != 0:
         raise SandboxError("the sandbox needs root (network namespaces, nftables); run as root")
     missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]

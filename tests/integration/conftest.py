@@ -1,0 +1,40 @@
+"""One real sandbox per test session, apart from the user's own (own directory, prefix, subnet)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from drills.cluster import CephCluster
+from drills.sandbox import bootstrap
+from drills.sandbox.spec import SandboxSpec
+from drills.target import Target, load_target
+
+TEST_SANDBOX = SandboxSpec(dir="/var/lib/ceph-drills/test-sandbox", prefix="cdt", subnet="10.213.9.0/24")
+
+
+@pytest.fixture(scope="session")
+def sandbox_spec() -> SandboxSpec:
+    return TEST_SANDBOX
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_spec: SandboxSpec) -> Iterator[bootstrap.UpResult]:
+    result = bootstrap.up(sandbox_spec, log=lambda m: print(f"sandbox: {m}"))
+    try:
+        yield result
+    finally:
+        bootstrap.down(sandbox_spec, log=lambda m: None)
+
+
+@pytest.fixture
+def sandbox_target(sandbox: bootstrap.UpResult, sandbox_spec: SandboxSpec) -> Target:
+    # Read fresh each time: a test may have rebuilt the sandbox (new fsid).
+    return load_target(sandbox_spec.target_path)
+
+
+@pytest.fixture
+def sandbox_cluster(sandbox_target: Target) -> Iterator[CephCluster]:
+    with CephCluster(sandbox_target) as c:
+        yield c

@@ -1,0 +1,158 @@
+"""The sandbox is a real Ceph cluster shaped as asked, and `down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from drills.cluster import CephCluster, ClusterError
+from drills.sandbox import bootstrap
+from drills.sandbox import host as hostctl
+from drills.target import dump_target
+
+pytestmark = pytest.mark.integration
+
+
+def test_topology_is_3_racks_6_hosts_6_osds(sandbox_cluster, sandbox_target):
+    topo = sandbox_cluster.topology()
+    assert sorted(topo.racks) == ["rack1", "rack2", "rack3"]
+    assert sorted(topo.hosts) == ["r1h1", "r1h2", "r2h1", "r2h2", "r3h1", "r3h2"]
+    assert sorted(topo.osds) == list(range(6))
+    # The live CRUSH tree agrees with the target file the sandbox wrote.
+    for rack in sandbox_target.racks:
+        for h in rack.hosts:
+            assert topo.racks[rack.name][h.name] == h.osd_ids
+
+
+def test_health_ok_and_pools_replicated_across_racks(sandbox_cluster, sandbox_target):
+    assert sandbox_cluster.health_status() == "HEALTH_OK"
+    pools = {p["pool_name"]: p for p in sandbox_cluster.pools()}
+    for name in (sandbox_target.cluster.rbd_pool, sandbox_target.cluster.rados_pool):
+        assert pools[name]["size"] == 3 and pools[name]["min_size"] == 2
+    rules = sandbox_cluster.mon_command("osd crush rule dump")
+    rule = next(r for r in rules if r["rule_id"] == pools["rbd"]["crush_rule"])
+    assert any(s.get("type") == "rack" for s in rule["steps"])
+
+
+def test_each_host_has_its_own_address(sandbox_cluster, sandbox_target):
+    dump = sandbox_cluster.osd_dump()
+    for o in dump["osds"]:
+        host = sandbox_target.host_of_daemon(f"osd.{o['osd']}")
+        assert o["public_addr"].startswith(host.address + ":"), (o["osd"], o["public_addr"], host.address)
+
+
+def test_rados_object_round_trip(sandbox_cluster, sandbox_target):
+    payload = os.urandom(3 << 20)
+    with sandbox_cluster.open_ioctx(sandbox_target.cluster.rados_pool) as io:
+        io.write_full("it-object", payload)
+        try:
+            assert io.read("it-object", len(payload) + 1) == payload
+        finally:
+            io.remove_object("it-object")
+
+
+def test_rbd_image_bit_exact(sandbox_cluster, sandbox_target):
+    import rbd
+
+    size = 24 << 20
+    payload = os.urandom(size)
+    with sandbox_cluster.open_ioctx(sandbox_target.cluster.rbd_pool) as io:
+        rbd.RBD().create(io, "it-image", size)
+        try:
+            with rbd.Image(io, "it-image") as img:
+                img.write(payload, 0)
+                img.flush()
+            with rbd.Image(io, "it-image", read_only=True) as img:
+                back = img.read(0, size)
+        finally:
+            rbd.RBD().remove(io, "it-image")
+    assert hashlib.sha256(back).digest() == hashlib.sha256(payload).digest()
+
+
+def test_up_again_is_idempotent(sandbox_spec, sandbox_target):
+    r = bootstrap.up(sandbox_spec, log=lambda m: None)
+    assert r.target.cluster.fsid == sandbox_target.cluster.fsid  # same cluster, not a new one
+    assert r.seconds < 15
+
+
+def test_wrong_fsid_is_refused(sandbox_target, tmp_path):
+    bad = dataclasses.replace(sandbox_target, cluster=dataclasses.replace(sandbox_target.cluster, fsid="00000000-0000-0000-0000-000000000000"))
+    with pytest.raises(ClusterError, match="expects 00000000"):
+        CephCluster(bad).connect()
+
+
+def test_missing_keyring_is_refused(sandbox_target, tmp_path):
+    bad = dataclasses.replace(sandbox_target, cluster=dataclasses.replace(sandbox_target.cluster, keyring=str(tmp_path / "none.keyring")))
+    with pytest.raises(ClusterError, match="keyring .* does not exist"):
+        CephCluster(bad).connect()
+
+
+def test_unreachable_monitor_fails_fast(sandbox_target, tmp_path):
+    conf = tmp_path / "ceph.conf"
+    conf.write_text("[global]\nmon_host = 127.0.0.1:1\n")
+    bad = dataclasses.replace(sandbox_target, cluster=dataclasses.replace(sandbox_target.cluster, conf=str(conf)))
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match="cannot connect"):
+        CephCluster(bad, connect_timeout=3).connect()
+    assert time.monotonic() - t0 < 30
+
+
+def test_cli_with_a_bad_target_is_one_line_exit_2(sandbox_target, tmp_path):
+    bad = dataclasses.replace(sandbox_target, cluster=dataclasses.replace(sandbox_target.cluster, fsid="00000000-0000-0000-0000-000000000000"))
+    path = tmp_path / "bad.toml"
+    dump_target(bad, path)
+    p = subprocess.run([sys.executable, "-m", "drills.cli", "target", "--target", str(path), "--connect"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.startswith("drill: error:") and "fsid" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_smoke_drill_through_drill_run(sandbox_spec, sandbox, tmp_path):
+    reports = tmp_path / "reports"
+    p = subprocess.run(
+        [sys.executable, "-m", "drills.cli", "run", "--target", str(sandbox_spec.target_path), "--suite", "smoke", "--report-dir", str(reports)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    latest = reports / "latest"
+    assert (latest / "junit.xml").is_file()
+    assert (latest / "index.html").is_file()
+    assert (latest / "events.jsonl").read_text().count('"phase"') >= 1
+
+
+def test_drill_run_refuses_unknown_suite(sandbox_spec, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", str(sandbox_spec.target_path), "--suite", "weekly", "--report-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "unknown suite 'weekly'" in p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.sandbox_teardown
+def test_up_replaces_a_crashed_sandbox(sandbox_spec, sandbox_target):
+    """kill -9 every daemon (a crashed machine leaves namespaces, pid files, cgroups), then up."""
+    stale_cgroup = Path(f"/sys/fs/cgroup/memory/ceph-drills-{sandbox_spec.prefix}/r1h1")
+    stale_cgroup.mkdir(parents=True, exist_ok=True)
+    for p in hostctl.sandbox_processes(sandbox_spec):
+        p.kill()
+    psutil.wait_procs(hostctl.sandbox_processes(sandbox_spec), timeout=10)
+    r = bootstrap.up(sandbox_spec, log=lambda m: None)
+    assert r.target.cluster.fsid != sandbox_target.cluster.fsid
+    with CephCluster(r.target) as c:
+        assert c.health_status() == "HEALTH_OK"
+        assert c.osds_up() == set(range(6))
+    assert not stale_cgroup.exists()
+
+
+@pytest.mark.sandbox_teardown
+def test_down_leaves_nothing_behind(sandbox_spec, sandbox):
+    r = bootstrap.down(sandbox_spec, log=lambda m: None)
+    assert r.processes_killed >= 9  # mon, mgr, rgw, 6 OSDs
+    assert bootstrap.leftovers(sandbox_spec) == []
+    assert not any(n.startswith(sandbox_spec.prefix) for n in hostctl.list_netns())

@@ -1,0 +1,78 @@
+"""Sandbox topology, names, and refusal of impossible requests (no cluster)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from drills.sandbox.bootstrap import ceph_conf, keyring_text, make_key, to_target
+from drills.sandbox.spec import GiB, SandboxError, SandboxSpec
+
+
+def test_default_topology():
+    s = SandboxSpec()
+    assert [h.name for h in s.osd_hosts] == ["r1h1", "r1h2", "r2h1", "r2h2", "r3h1", "r3h2"]
+    assert [h.rack for h in s.osd_hosts] == ["rack1", "rack1", "rack2", "rack2", "rack3", "rack3"]
+    assert sorted(i for h in s.osd_hosts for i in h.osd_ids) == list(range(6))
+    addresses = [h.address for h in s.hosts]
+    assert len(set(addresses)) == len(addresses)  # each host its own identity
+    assert len({h.netns for h in s.hosts}) == len(s.hosts)
+    assert all(len(h.veth_bridge) <= 15 and len(h.veth_host) <= 15 for h in s.hosts)
+
+
+def test_target_mirrors_topology():
+    t = to_target(SandboxSpec(racks=2, hosts_per_rack=3, osds_per_host=2), "fsid-1")
+    assert [r.name for r in t.racks] == ["rack1", "rack2"]
+    assert len(t.racks[0].hosts) == 3 and t.osd_ids == list(range(12))
+    assert t.destructive and t.cluster.fsid == "fsid-1"
+    assert t.host("svc").daemons == ("mon.a", "mgr.x", "client.rgw.sandbox")
+
+
+def test_conf_sets_failure_detection_and_rack_failure_domain():
+    conf = ceph_conf(SandboxSpec(), "f")
+    for line in ("osd_crush_chooseleaf_type = 3", "mon_osd_reporter_subtree_level = host", "osd_pool_default_size = 3",
+                 "osd_pool_default_min_size = 2", "auth_cluster_required = cephx", "crush_location = root=default rack=rack2 host=r2h1"):
+        assert line in conf
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(racks=0), "racks must be at least 1"),
+        (dict(hosts_per_rack=0), "hosts per rack must be at least 1"),
+        (dict(prefix="Bad-Prefix"), "prefix"),
+        (dict(subnet="10.1.2.0/29"), "too small"),
+        (dict(subnet="nonsense"), "not an IPv4 network"),
+        (dict(dir="relative/dir"), "absolute path"),
+    ],
+)
+def test_impossible_requests_are_refused(kw, message):
+    with pytest.raises(SandboxError, match=message):
+        SandboxSpec(**kw).validate()
+
+
+def test_too_many_osds_for_memory():
+    with pytest.raises(SandboxError, match="use fewer OSDs"):
+        SandboxSpec(racks=10, hosts_per_rack=4, osds_per_host=2).validate(mem_available=24 * GiB)
+
+
+def test_key_format():
+    import base64
+
+    raw = base64.b64decode(make_key())
+    assert len(raw) == 2 + 4 + 4 + 2 + 16 and raw[:2] == b"\x01\x00"
+    assert 'caps mon = "allow *"' in keyring_text("client.admin", "K", {"mon": "allow *"})
+
+
+def test_cli_refuses_zero_racks_and_creates_nothing(tmp_path):
+    d = tmp_path / "sb"
+    p = subprocess.run([sys.executable, "-m", "drills.cli", "sandbox", "up", "--dir", str(d), "--racks", "0"], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "racks must be at least 1" in p.stderr
+    assert not d.exists()
+
+
+def test_cli_unknown_flag_is_one_line_exit_2():
+    p = subprocess.run([sys.executable, "-m", "drills.cli", "sandbox", "up", "--rackz", "3"], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert "unrecognized arguments: --rackz" in p.stderr.splitlines()[-1]

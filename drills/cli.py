@@ -7,10 +7,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from drills import __version__
 from drills.cluster import ClusterError
+from drills.restore import cli as restore_cli
 from drills.sandbox.spec import DEFAULT_DIR, DEFAULT_PREFIX, DEFAULT_SUBNET, GiB, SandboxError, SandboxSpec
 from drills.target import TargetError
 
@@ -211,28 +212,8 @@ def build_parser() -> ArgParser:
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
     run.set_defaults(func=cmd_run)
 
-    for room in ROOMS:
-        room(sub)
-    return p
-
-
-def _restore_room(sub: argparse._SubParsersAction) -> None:
-    try:
-        from drills.restore import cli as restore_cli
-    except ImportError:
-        return
     restore_cli.add_parser(sub)
-
-
-def _faults_room(sub: argparse._SubParsersAction) -> None:
-    try:
-        from drills.faults import cli as faults_cli
-    except ImportError:
-        return
-    faults_cli.add_parser(sub)
-
-
-ROOMS: list[Callable[[argparse._SubParsersAction], None]] = [_restore_room, _faults_room]
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,6 +106,7 @@ class CephCluster:
                 "rados_mon_op_timeout": timeout,
                 "rados_osd_op_timeout": timeout,
                 "client_mount_timeout": str(int(self.connect_timeout)),
+                "rbd_cache": "false",  # measure (and restore into) the cluster, not client memory
                 "log_to_stderr": "false",
                 "err_to_stderr": "false",
             },

@@ -16,7 +16,10 @@ import pytest
 
 from drills import __version__
 from drills.cluster import CephCluster, ClusterError
+from drills.drill import DrillRecorder
 from drills.target import Target, TargetError, load_target
+from drills.telemetry.samplers import Sampler, default_samplers
+from drills.thresholds import Thresholds, ThresholdsError, load_thresholds
 from drills.timeline import Timeline
 
 RUN_DIR_KEY = pytest.StashKey[Path]()
@@ -107,10 +110,52 @@ def _describe_target(t: Target) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def thresholds(pytestconfig: pytest.Config) -> Thresholds:
+    try:
+        return load_thresholds(pytestconfig.getoption("--thresholds"))
+    except ThresholdsError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+@pytest.fixture(scope="session")
+def samplers(timeline: Timeline, drill_target: Target, cluster: CephCluster) -> Iterator[list[Sampler]]:
+    """1 Hz cluster and memory samplers running for the whole session."""
+    running = [s.start() for s in default_samplers(timeline, drill_target, cluster)]
+    try:
+        yield running
+    finally:
+        for s in running:
+            s.stop()
+
+
+@pytest.fixture
+def drill(request: pytest.FixtureRequest, timeline: Timeline, thresholds: Thresholds, run_dir: Path, samplers: list[Sampler]) -> DrillRecorder:
+    """The drill's recorder, named by the module's DRILL (thresholds section) or the test's name."""
+    name = getattr(request.module, "DRILL", request.node.name)
+    return DrillRecorder(name, timeline, thresholds, run_dir)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Bad thresholds are a set-up error before anything runs (exit 2 from `drill run`).
+    path = session.config.getoption("--thresholds", None)
+    if path is not None:
+        try:
+            load_thresholds(path)
+        except ThresholdsError as e:
+            raise pytest.UsageError(str(e)) from None
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     d = session.config.stash.get(RUN_DIR_KEY, None)
     if d is None:
         return
+    from drills.report import render_index, render_run, write_prom, write_summary_json
+
+    write_summary_json(d)
+    write_prom(d)
+    render_run(d)
+    render_index(d.parent)
     latest = d.parent / "latest"
     try:
         if latest.is_symlink() or latest.exists():

@@ -1,11 +1,13 @@
 """Smoke drill: the cluster is healthy and takes IO through RADOS, librbd and fio.
 
 Runbook:
- 1. the cluster reaches HEALTH_OK;
- 2. an object written through RADOS reads back the same;
- 3. an RBD image written through librbd reads back bit-exact;
- 4. fio (rbd engine) writes an image and verifies it; its figures go on the timeline.
-Non-destructive: no fault is injected, so it may run against any target.
+ 1. the cluster reaches HEALTH_OK with every PG active+clean;
+ 2. baseline: fio (rbd engine, 4k random writes) and the verifying writer (RADOS objects)
+    run side by side for SMOKE_SECONDS while the samplers record PG states and daemon RSS;
+ 3. after: every acknowledged write of the verifier reads back intact;
+ 4. an object written through RADOS and an RBD image written through librbd read back bit-exact.
+The limits are the `smoke` section of the thresholds file. Non-destructive: no fault is
+injected, so it may run against any target.
 """
 
 from __future__ import annotations
@@ -17,46 +19,76 @@ import uuid
 
 import pytest
 
+from drills.workloads.fio import FioJob, run_job
+from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
-def test_cluster_reaches_health_ok(cluster, timeline):
+DRILL = "smoke"
+SMOKE_SECONDS = int(os.environ.get("DRILL_SMOKE_SECONDS", "20"))
+
+
+@pytest.fixture
+def rbd_image(cluster, drill_target):
+    import rbd
+
+    name = f"drill-smoke-{uuid.uuid4().hex[:10]}"
+    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
+        rbd.RBD().create(io, name, 256 << 20)
+        try:
+            yield name
+        finally:
+            rbd.RBD().remove(io, name)
+
+
+def test_health_and_io(drill, cluster, drill_target, timeline, rbd_image, run_dir):
     t0 = time.monotonic()
     cluster.wait_for_health_ok(timeout=300)
-    s = cluster.pg_summary()
-    timeline.event("phase", "healthy", seconds=time.monotonic() - t0, pgs=s.total)
-    assert s.all_clean, f"HEALTH_OK but PGs not all clean: {s.states}"
+    drill.event("note", "HEALTH_OK", seconds=round(time.monotonic() - t0, 1))
+
+    drill.phase("baseline")
+    job = FioJob(
+        name="smoke-randwrite", rw="randwrite", bs="4k", iodepth=16, runtime=SMOKE_SECONDS, size="256M",
+        ioengine="rbd", pool=drill_target.cluster.rbd_pool, rbdname=rbd_image,
+        clientname=drill_target.cluster.client.removeprefix("client."), conf=drill_target.cluster.conf,
+    )
+    with cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
+        writer = VerifyingWriter(
+            RadosObjectBackend(io, prefix=f"drill-smoke-{uuid.uuid4().hex[:8]}"),
+            run_dir / "smoke-verifier.jsonl", timeline, VerifierConfig(num_keys=64, rate_per_s=20),
+        )
+        with writer:
+            writer.start()
+            result = run_job(job, timeline)
+            writer.stop()
+            drill.phase("after")
+            report = writer.check()
+    errors = 0 if result.returncode == 0 else 1
+    drill.measure("baseline", "io_errors", errors + writer.ledger.unacked_count)
+    drill.note(f"fio {job.name}: {result.totals['write'].iops:.0f} IOPS, p99 {result.totals['write'].lat_p99_ms:.1f} ms over {SMOKE_SECONDS} s")
+    drill.note(report.summary().splitlines()[0])
+    outcome = drill.finish(lost_writes=drill.lost_writes(writer, report, "rados objects: latest acknowledged seq + crc per key"))
+    drill.assert_passed(outcome)
 
 
 def test_rados_object_round_trip(cluster, drill_target, timeline):
-    name = f"smoke-{uuid.uuid4().hex}"
+    name = f"drill-smoke-{uuid.uuid4().hex}"
     payload = os.urandom(1 << 20)
     with cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
-        t0 = time.monotonic()
         io.write_full(name, payload)
-        write_s = time.monotonic() - t0
         try:
             back = io.read(name, len(payload) + 1)
         finally:
             io.remove_object(name)
-    timeline.sample("smoke.rados.write_1mib_ms", write_s * 1000)
     assert hashlib.sha256(back).hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
-def test_rbd_image_round_trip(cluster, drill_target, timeline):
+def test_rbd_image_round_trip(cluster, drill_target, rbd_image):
     import rbd
 
-    name = f"smoke-{uuid.uuid4().hex[:12]}"
     size = 16 << 20
     payload = os.urandom(size)
     with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
-        rbd.RBD().create(io, name, size)
-        try:
-            with rbd.Image(io, name) as img:
-                t0 = time.monotonic()
-                for off in range(0, size, 4 << 20):
-                    img.write(payload[off : off + (4 << 20)], off)
-                img.flush()
-                timeline.sample("smoke.rbd.write_mib_s", (size >> 20) / (time.monotonic() - t0))
-                back = img.read(0, size)
-        finally:
-            rbd.RBD().remove(io, name)
+        with rbd.Image(io, rbd_image) as img:
+            img.write(payload, 0)
+            img.flush()
+            back = img.read(0, size)
     assert back == payload, "RBD image did not read back bit-exact"

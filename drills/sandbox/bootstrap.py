@@ -129,6 +129,10 @@ def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
         for i in h.osd_ids:
             opts[f"osd.{i}"] = {"crush_location": f"root=default rack={h.rack} host={h.name}", "public_addr": h.address}
     opts[f"mon.{MON_ID}"] = {"public_addr": svc.address}
+    # Clients that read only ceph.conf (fio's rbd engine, radosgw-admin) find the admin key here.
+    opts["client.admin"] = {"keyring": str(spec.admin_keyring)}
+    # Drills measure the cluster, not librbd's writeback cache acking from client memory.
+    opts["client"] = {"rbd_cache": "false"}
     if spec.rgw:
         opts[RGW] = {
             "rgw_frontends": f"beast endpoint={svc.address}:{RGW_PORT}",
@@ -256,6 +260,8 @@ def up(spec: SandboxSpec, log: Log = print, timeout: float = 300) -> UpResult:
     if existing == spec and spec.target_path.exists():
         try:
             t = load_target(spec.target_path)
+            if spec.conf_path.read_text() != ceph_conf(spec, t.cluster.fsid):
+                raise SandboxError("the running sandbox's ceph.conf differs from this version's")
             with CephCluster(t, connect_timeout=5) as c:
                 if c.health_status() == "HEALTH_OK" and len(c.osds_up()) == spec.osd_count:
                     log("sandbox already up and HEALTH_OK")

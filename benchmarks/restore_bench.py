@@ -1,0 +1,206 @@
+"""Peak memory and throughput of the restore engine against Cinder's pre-fix restore loop.
+
+    .venv/bin/python benchmarks/restore_bench.py                      # small defaults, ~1-2 min
+    .venv/bin/python benchmarks/restore_bench.py --concurrency 1,15,41,64 --chunk-mib 16,64,256 \
+        --codec zlib,zstd,bz2 --volume-mib 512 --budget 256MiB
+
+The baseline is the restore loop of bug 1865011 before its fix: read the whole object,
+decompress it whole, write it synchronously (and fsync), keeping both buffers alive until the
+next object.  Both restore the same backup N times at once into files on this machine
+(`--sink rbd` is reserved for the cluster and not implemented yet).  Each run is its own
+subprocess; its peak RSS is the child's own VmHWM (/proc/self/status) read as it ends.
+The engine verifies md5 and sha256 while it streams; the baseline (like Cinder) does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from drills.restore.budget import format_size, parse_size  # noqa: E402
+from drills.restore.engine import EngineConfig, RestoreEngine, file_job  # noqa: E402
+from drills.restore.format import cinder_prefix, write_backup  # noqa: E402
+from drills.restore.store import PosixBackupStore  # noqa: E402
+
+MiB = 1 << 20
+
+
+def make_volume_file(path: Path, size: int, seed: int = 42) -> None:
+    """Mixed stretches (random 30%, zeros 30%, repetitive text 40%): compression halves it or so."""
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        written = 0
+        while written < size:
+            n = min(rng.choice((256 * 1024, MiB, 3 * MiB)), size - written)
+            kind = rng.random()
+            if kind < 0.3:
+                block = rng.randbytes(n)
+            elif kind < 0.6:
+                block = bytes(n)
+            else:
+                line = b"rack-%d osd.%d pg %x degraded write 45ms\n" % (rng.randrange(9), rng.randrange(99),
+                                                                        rng.randrange(1 << 30))
+                block = (line * (n // len(line) + 1))[:n]
+            f.write(block)
+            written += n
+
+
+# --- children ----------------------------------------------------------------------------
+
+def _baseline_one(store_dir: Path, prefix: str, out: Path) -> int:
+    """Cinder's _restore_v1 before the fix, minus eventlet."""
+    import zstandard
+
+    meta = json.loads((store_dir / f"{prefix}_metadata").read_bytes())
+    written = 0
+    with open(out, "wb") as volume_file:
+        for metadata_object in meta["objects"]:
+            object_name, obj = list(metadata_object.items())[0]
+            with open(store_dir / object_name, "rb") as reader:
+                body = reader.read()
+            algorithm = (obj["compression"] or "none").lower()
+            volume_file.seek(obj["offset"])
+            if algorithm in ("zlib", "gzip"):
+                decompressed = zlib.decompress(body)
+            elif algorithm in ("bz2", "bzip2"):
+                decompressed = bz2.decompress(body)
+            elif algorithm == "zstd":
+                decompressed = zstandard.ZstdDecompressor().decompress(body)
+            else:
+                decompressed = body
+            volume_file.write(decompressed)
+            volume_file.flush()
+            os.fsync(volume_file.fileno())
+            written += len(decompressed)
+    return written
+
+
+def child(args: argparse.Namespace) -> int:
+    store_dir, prefix = Path(args.backup).parent, Path(args.backup).name
+    outs = [Path(args.outdir) / f"out{i}.img" for i in range(args.concurrency)]
+    start = time.monotonic()
+    result: dict[str, object] = {}
+    if args.mode == "baseline":
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            total = sum(pool.map(lambda o: _baseline_one(store_dir, prefix, o), outs))
+        result.update(bytes=total, ok=True, peak_reserved=0)
+    else:
+        store = PosixBackupStore(store_dir)
+        engine = RestoreEngine(EngineConfig(memory_budget_bytes=args.budget, concurrency=args.concurrency,
+                                            window_bytes=args.window, read_piece_bytes=args.read_piece))
+        report = engine.run([file_job(store, prefix, str(o), name=f"r{i}") for i, o in enumerate(outs)])
+        result.update(bytes=report.bytes_restored, ok=report.ok, peak_reserved=report.peak_reserved_bytes,
+                      errors=[r.error for r in report.results if r.error][:3])
+    result["seconds"] = time.monotonic() - start
+    # VmHWM is this process image's own peak RSS: unlike ru_maxrss it does not inherit the
+    # parent's RSS from before exec (Linux keeps that in signal->maxrss).
+    status = Path("/proc/self/status").read_text()
+    result["vm_hwm"] = int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1]) * 1024
+    print(json.dumps(result))
+    return 0
+
+
+# --- parent ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunResult:
+    seconds: float
+    bytes: int
+    peak_rss: int
+    peak_reserved: int
+    ok: bool
+
+
+def run_child(mode: str, backup: Path, concurrency: int, outdir: Path, args: argparse.Namespace) -> RunResult:
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "_child", "--mode", mode, "--backup", str(backup), "--concurrency",
+           str(concurrency), "--outdir", str(outdir), "--budget", str(args.budget), "--window", str(args.window),
+           "--read-piece", str(args.read_piece)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _pid, status, _usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    shutil.rmtree(outdir, ignore_errors=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} child failed with status {proc.returncode}")
+    data = json.loads(out.strip().splitlines()[-1])
+    if not data["ok"]:
+        raise SystemExit(f"{mode} child reported failures: {data.get('errors')}")
+    return RunResult(data["seconds"], data["bytes"], data["vm_hwm"], data["peak_reserved"], data["ok"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode_or_child", nargs="?", default="bench", choices=("bench", "_child"))
+    parser.add_argument("--concurrency", default="1,15", help="comma list, e.g. 1,15,41,64 (default 1,15)")
+    parser.add_argument("--chunk-mib", default="16", help="backup chunk sizes in MiB, e.g. 16,64,256 (default 16)")
+    parser.add_argument("--codec", default="zlib", help="comma list of zlib,zstd,bz2 (default zlib)")
+    parser.add_argument("--volume-mib", type=int, default=64, help="volume size per backup (default 64)")
+    parser.add_argument("--budget", type=parse_size, default=parse_size("64MiB"), help="engine budget (default 64MiB)")
+    parser.add_argument("--window", type=parse_size, default=parse_size("4MiB"))
+    parser.add_argument("--read-piece", type=parse_size, default=parse_size("1MiB"))
+    parser.add_argument("--sink", choices=("file", "rbd"), default="file")
+    parser.add_argument("--workdir", default="", help="scratch directory (default: a temporary one)")
+    # child-only
+    parser.add_argument("--mode", choices=("engine", "baseline"))
+    parser.add_argument("--backup")
+    parser.add_argument("--outdir")
+    args = parser.parse_args(argv)
+    if args.mode_or_child == "_child":
+        args.concurrency = int(args.concurrency)
+        return child(args)
+    if args.sink == "rbd":
+        raise SystemExit("--sink rbd needs the sandbox cluster; not implemented yet")
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="restore-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    volume = workdir / "volume.img"
+    make_volume_file(volume, args.volume_mib * MiB)
+    header = (f"{'chunk':>7} {'codec':>5} {'conc':>4} | {'baseline RSS':>12} {'engine RSS':>10} {'RSS ratio':>9} "
+              f"{'budget':>9} {'peak rsvd':>9} | {'base MB/s':>9} {'eng MB/s':>8} {'speed ratio':>11}")
+    rows = [header, "-" * len(header)]
+    print(f"volume {args.volume_mib} MiB per restore, window {format_size(args.window)}, "
+          f"read piece {format_size(args.read_piece)}, workdir {workdir}", flush=True)
+    try:
+        for chunk_mib in [int(c) for c in args.chunk_mib.split(",")]:
+            for codec in args.codec.split(","):
+                store = PosixBackupStore(workdir / f"backup-{chunk_mib}-{codec}")
+                prefix = cinder_prefix("bench-volume", f"bench-{chunk_mib}-{codec}")
+                write_backup(volume, store, prefix, chunk_mib * MiB, codec)
+                backup = store.root / prefix
+                for conc in concurrencies:
+                    base = run_child("baseline", backup, conc, workdir / "out", args)
+                    eng = run_child("engine", backup, conc, workdir / "out", args)
+                    base_rate, eng_rate = base.bytes / base.seconds / 1e6, eng.bytes / eng.seconds / 1e6
+                    row = (f"{chunk_mib:>4}MiB {codec:>5} {conc:>4} | {format_size(base.peak_rss):>12} "
+                           f"{format_size(eng.peak_rss):>10} {base.peak_rss / eng.peak_rss:>8.1f}x "
+                           f"{format_size(args.budget):>9} {format_size(eng.peak_reserved):>9} | "
+                           f"{base_rate:>9.0f} {eng_rate:>8.0f} {eng_rate / base_rate:>10.2f}x")
+                    rows.append(row)
+                    print(row, flush=True)
+                shutil.rmtree(store.root, ignore_errors=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""`drill restore`: restore Cinder chunked backups into files or RBD images, memory-bounded.
+
+    drill restore BACKUP DEST [BACKUP DEST ...] --memory-budget 256MiB --concurrency 8
+
+BACKUP is a backup's container directory joined with its object prefix
+(``/backups/ab/cd/<id>/volume_<vol>_<stamp>_backup_<id>``; the ``_metadata`` file's path
+works too).  DEST is a file or block device, or ``rbd:IMAGE`` / ``rbd:POOL/IMAGE``
+(needs ``--target`` for the cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drills.restore.budget import format_size, parse_size
+from drills.restore.engine import (EngineConfig, ProgressSnapshot, RestoreEngine, RestoreJob, RestoreReport,
+                                   file_job)
+from drills.restore.format import METADATA_SUFFIX
+from drills.restore.sinks import RbdSink, open_rbd_sink
+from drills.restore.store import PosixBackupStore
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line to the user, exit status 2."""
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "restore", help="restore Cinder chunked backups under a memory budget",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pairs", nargs="+", metavar="BACKUP DEST",
+                        help="backup (container dir/prefix) and destination, repeated")
+    parser.add_argument("--memory-budget", type=_size_arg, default=parse_size("256MiB"),
+                        help="bytes all restores together may hold in buffers (default 256MiB)")
+    parser.add_argument("--concurrency", type=int, default=4, help="restores running at once (default 4)")
+    parser.add_argument("--window", type=_size_arg, default=parse_size("4MiB"),
+                        help="decompressed window and write size (default 4MiB)")
+    parser.add_argument("--read-piece", type=_size_arg, default=parse_size("1MiB"),
+                        help="ranged read size of stored objects (default 1MiB)")
+    parser.add_argument("--writes-in-flight", type=int, default=4, help="per target (default 4)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing, non-empty targets")
+    parser.add_argument("--no-zero-skip", action="store_true", help="write zero windows on new targets too")
+    parser.add_argument("--pool", default="", help="RBD pool for rbd:IMAGE destinations (default: the target's)")
+    parser.add_argument("--target", default="", metavar="FILE", help="drills target file (cluster) for rbd: destinations")
+    parser.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _backup_source(text: str) -> tuple[PosixBackupStore, str]:
+    path = Path(text)
+    name = path.name
+    if name.endswith(METADATA_SUFFIX):
+        name = name[: -len(METADATA_SUFFIX)]
+    if not name or not path.parent.is_dir():
+        raise UsageError(f"backup {text!r}: {path.parent} is not a directory")
+    if not (path.parent / f"{name}{METADATA_SUFFIX}").is_file():
+        raise UsageError(f"backup {text!r}: no {name}{METADATA_SUFFIX} in {path.parent}")
+    return PosixBackupStore(path.parent), name
+
+
+def _rbd_job(store: PosixBackupStore, prefix: str, dest: str, args: argparse.Namespace) -> RestoreJob:
+    spec = dest[len("rbd:"):]
+    pool, _, image = spec.rpartition("/")
+    pool = pool or args.pool
+    if not image:
+        raise UsageError(f"destination {dest!r}: expected rbd:IMAGE or rbd:POOL/IMAGE")
+    if not args.target:
+        raise UsageError(f"destination {dest!r}: rbd destinations need --target FILE (the cluster)")
+
+    def open_sink(size: int) -> RbdSink:
+        return open_rbd_sink(args.target, pool, image, size, force=args.force, owner=prefix)
+
+    return RestoreJob(store, prefix, open_sink, dest, RbdSink.copy_factor)
+
+
+def build_jobs(args: argparse.Namespace) -> list[RestoreJob]:
+    if len(args.pairs) % 2:
+        raise UsageError("give BACKUP DEST pairs: an even number of arguments")
+    jobs: list[RestoreJob] = []
+    seen: set[str] = set()
+    for source, dest in zip(args.pairs[0::2], args.pairs[1::2]):
+        store, prefix = _backup_source(source)
+        if dest in seen:
+            raise UsageError(f"destination {dest!r} given twice")
+        seen.add(dest)
+        if dest.startswith("rbd:"):
+            jobs.append(_rbd_job(store, prefix, dest, args))
+        else:
+            if Path(dest).is_dir():
+                raise UsageError(f"destination {dest!r} is a directory")
+            jobs.append(file_job(store, prefix, dest, force=args.force))
+    return jobs
+
+
+def _config(args: argparse.Namespace) -> EngineConfig:
+    for flag, value in (("--concurrency", args.concurrency), ("--writes-in-flight", args.writes_in_flight)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    return EngineConfig(memory_budget_bytes=args.memory_budget, concurrency=args.concurrency,
+                        read_piece_bytes=args.read_piece, window_bytes=args.window,
+                        max_writes_in_flight=args.writes_in_flight, skip_zeros=not args.no_zero_skip)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        jobs = build_jobs(args)
+        config = _config(args)
+    except UsageError as e:
+        print(f"drill restore: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    engine = RestoreEngine(config)
+    interactive = sys.stdout.isatty() and not args.plain
+    if interactive:
+        report = _run_with_rich(engine, jobs)
+    else:
+        report = engine.run(jobs, on_progress=_PlainProgress(), progress_interval=0.5)
+    _print_summary(report)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+class _PlainProgress:
+    """One line every few seconds, for logs and CI."""
+
+    def __init__(self, every_seconds: float = 5.0) -> None:
+        self._every = every_seconds
+        self._last = 0.0
+
+    def __call__(self, snap: ProgressSnapshot) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        done = sum(r.bytes_done for r in snap.restores)
+        total = sum(r.bytes_total for r in snap.restores)
+        states = {s: sum(1 for r in snap.restores if r.status == s) for s in ("running", "queued", "done", "failed")}
+        rate = done / snap.elapsed if snap.elapsed else 0
+        print(f"restore: {format_size(done)}/{format_size(total)} {format_size(rate)}/s "
+              f"running={states['running']} queued={snap.queue_length} done={states['done']} "
+              f"failed={states['failed']} budget={format_size(snap.reserved_bytes)}/{format_size(snap.budget_bytes)}",
+              flush=True)
+
+
+def _run_with_rich(engine: RestoreEngine, jobs: list[RestoreJob]) -> RestoreReport:
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, refresh_per_second=4) as progress:
+        total_task = progress.add_task("total", total=None)
+        tasks = [progress.add_task(job.label[-48:], total=None) for job in jobs]
+
+        def update(snap: ProgressSnapshot) -> None:
+            for task, item in zip(tasks, snap.restores):
+                progress.update(task, completed=item.bytes_done, total=item.bytes_total or None,
+                                description=f"{item.status:9} {item.name[-40:]}")
+            progress.update(total_task, completed=sum(r.bytes_done for r in snap.restores),
+                            total=sum(r.bytes_total for r in snap.restores) or None,
+                            description=f"total (queue {snap.queue_length}, budget "
+                                        f"{format_size(snap.reserved_bytes)}/{format_size(snap.budget_bytes)})")
+
+        return engine.run(jobs, on_progress=update)
+
+
+def _print_summary(report: RestoreReport) -> None:
+    for r in report.results:
+        line = f"{r.status:9} {r.name} -> {r.target} {format_size(r.bytes_restored)} in {r.seconds:.1f}s"
+        if r.error:
+            line += f": {r.error}"
+        if r.cleanup:
+            line += f" [{r.cleanup}]"
+        print(line, file=sys.stdout if r.status == "done" else sys.stderr)
+    print(f"peak reserved {format_size(report.peak_reserved_bytes)} of a {format_size(report.budget_bytes)} budget; "
+          f"{sum(r.status == 'done' for r in report.results)}/{len(report.results)} restored in {report.seconds:.1f}s"
+          + (" (interrupted)" if report.interrupted else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (python -m drills.restore.cli) until the lead wires `drill restore`."""
+    parser = argparse.ArgumentParser(prog="drill")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,276 @@
+"""Where restored data goes: files/block devices (os.pwrite) and RBD images (aio_write).
+
+A sink is written through `write(offset, data, on_done)`; `on_done()` runs once the sink
+holds no copy of `data` any more (at once for pwrite, on the AIO completion for RBD), which
+is when the engine releases the budget for that buffer.  A sink ends in `commit()` (the
+target now looks complete) or `abort()` (it is removed, or flagged as incomplete).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from drills.restore.errors import TargetError
+
+# What an aborted restore wipes at the start of a pre-existing device: partition tables,
+# LVM and file-system signatures all live there, so the half-restored volume is not
+# mistaken for a good one.
+HEADER_WIPE_BYTES = 1024 * 1024
+RBD_STATE_KEY = "drills.restore.state"
+
+
+class Sink(Protocol):
+    description: str
+    size: int
+    is_new: bool  # freshly created, reads as zeros: zero windows may be skipped
+    copy_factor: int  # copies of a buffer the sink keeps while a write is in flight
+
+    def write(self, offset: int, data: bytes, on_done: Callable[[], None]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> str: ...
+
+
+class FileSink:
+    """A regular file (written to a temporary name, renamed on success) or a block device."""
+
+    copy_factor = 0  # pwrite hands the buffer to the kernel; no user-space copy
+
+    def __init__(self, path: str | os.PathLike[str], size: int, *, force: bool = False, owner: str = "") -> None:
+        self.path = Path(path)
+        self.size = size
+        self.description = str(self.path)
+        self._owner = owner
+        self._fd = -1
+        self._temp: Path | None = None
+        self._done = False
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISBLK(st.st_mode):
+            if not force:
+                raise TargetError(f"target {self.path} is an existing block device; use force to overwrite it",
+                                  backup=owner)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            device_size = os.lseek(self._fd, 0, os.SEEK_END)
+            if device_size < size:
+                os.close(self._fd)
+                raise TargetError(f"block device {self.path} holds {device_size} bytes, the volume {size}",
+                                  backup=owner)
+            self.is_new = False
+            return
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise TargetError(f"target {self.path} exists and is neither a file nor a block device", backup=owner)
+        if st is not None and st.st_size > 0 and not force:
+            raise TargetError(f"target {self.path} exists and is not empty ({st.st_size} bytes); use force",
+                              backup=owner)
+        # Restore into a temporary file next to the target: until the rename in commit()
+        # nothing at the target's name looks like a finished restore.
+        self._temp = self.path.with_name(f".{self.path.name}.restore-partial.{os.getpid()}.{id(self):x}")
+        try:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.ftruncate(self._fd, size)  # sparse: reads as zeros, so zero windows are skipped
+        except OSError as e:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._temp.unlink(missing_ok=True)
+            raise TargetError(f"cannot create {self._temp}: {e.strerror}", backup=owner) from None
+        self.is_new = True
+
+    def write(self, offset: int, data: bytes, on_done: Callable[[], None]) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view = view[written:]
+                offset += written
+        except OSError as e:
+            raise TargetError(f"write to {self.description} at {offset} failed: {e.strerror}",
+                              backup=self._owner) from None
+        finally:
+            on_done()
+
+    def flush(self) -> None:
+        os.fsync(self._fd)
+
+    def commit(self) -> None:
+        self.flush()
+        os.close(self._fd)
+        self._fd = -1
+        if self._temp is not None:
+            os.replace(self._temp, self.path)
+            _fsync_dir(self.path.parent)
+        self._done = True
+
+    def abort(self) -> str:
+        if self._done:
+            return "nothing to undo"
+        self._done = True
+        if self._temp is not None:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._temp.unlink(missing_ok=True)
+            return f"removed partial file {self._temp.name}"
+        try:
+            os.pwrite(self._fd, bytes(min(HEADER_WIPE_BYTES, self.size)), 0)
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+        return f"block device {self.path} flagged: first {HEADER_WIPE_BYTES} bytes zeroed, contents incomplete"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RbdSink:
+    """An RBD image written with Image.aio_write.  UNTESTED against a cluster.
+
+    librbd copies the buffer of an AIO write unless zero-copy writes are enabled
+    (rbd_disable_zero_copy_writes defaults to true), so the budget counts the copy.  The Python buffer is kept referenced until the completion fires.
+    """
+
+    # librbd's copy, plus our bytes() copy of a memoryview run when zero-skipping splits
+    # a window (python-rbd's aio_write takes bytes only).
+    copy_factor = 2
+
+    def __init__(self, ioctx: Any, image_name: str, size: int, *, force: bool = False, owner: str = "",
+                 on_close: Callable[[], None] | None = None) -> None:
+        import rbd  # Debian's python3-rbd, imported late so the module loads without it
+
+        self._rbd = rbd
+        self._ioctx = ioctx
+        self.image_name = image_name
+        self.size = size
+        self._owner = owner
+        self._on_close = on_close
+        self.description = f"rbd:{getattr(ioctx, 'name', '?')}/{image_name}"
+        self._lock = threading.Condition()
+        self._in_flight: dict[int, tuple[bytes, Callable[[], None]]] = {}
+        self._next_id = 0
+        self._error: str | None = None
+        self._done = False
+        try:
+            rbd.RBD().create(ioctx, image_name, size)
+            self.is_new = True
+        except rbd.ImageExists:
+            if not force:
+                raise TargetError(f"image {self.description} exists; use force to overwrite it", backup=owner) from None
+            self.is_new = False
+        self._image = rbd.Image(ioctx, image_name)
+        if not self.is_new:
+            if self._image.size() < size:
+                self._image.resize(size)
+            # Flag before the first write; removed only by commit().
+            self._image.metadata_set(RBD_STATE_KEY, "incomplete")
+
+    def write(self, offset: int, data: bytes, on_done: Callable[[], None]) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        with self._lock:
+            if self._error:
+                on_done()
+                raise TargetError(self._error, backup=self._owner)
+            write_id = self._next_id
+            self._next_id += 1
+            self._in_flight[write_id] = (data, on_done)
+
+        def completed(completion: Any, write_id: int = write_id, offset: int = offset) -> None:
+            result = completion.get_return_value()
+            with self._lock:
+                _data, done = self._in_flight.pop(write_id)
+                if result < 0 and self._error is None:
+                    self._error = f"aio_write to {self.description} at {offset} failed: {os.strerror(-result)}"
+                self._lock.notify_all()
+            done()
+
+        try:
+            self._image.aio_write(data, offset, completed)
+        except Exception as e:
+            with self._lock:
+                self._in_flight.pop(write_id, None)
+            on_done()
+            raise TargetError(f"aio_write to {self.description} failed: {e}", backup=self._owner) from None
+
+    def _wait_idle(self) -> None:
+        with self._lock:
+            while self._in_flight:
+                self._lock.wait(0.1)
+
+    def flush(self) -> None:
+        self._wait_idle()
+        self._image.flush()
+        if self._error:
+            raise TargetError(self._error, backup=self._owner)
+
+    def commit(self) -> None:
+        self.flush()
+        if not self.is_new:
+            self._image.metadata_remove(RBD_STATE_KEY)
+        self._close()
+
+    def _close(self) -> None:
+        self._done = True
+        self._image.close()
+        if self._on_close:
+            self._on_close()
+
+    def abort(self) -> str:
+        if self._done:
+            return "nothing to undo"
+        self._wait_idle()  # librbd still holds our buffers until the completions fire
+        if self.is_new:
+            self._image.close()
+            self._rbd.RBD().remove(self._ioctx, self.image_name)
+            self._done = True
+            if self._on_close:
+                self._on_close()
+            return f"removed image {self.description}"
+        self._image.write(bytes(min(HEADER_WIPE_BYTES, self.size)), 0)
+        self._image.flush()
+        self._close()
+        return f"image {self.description} flagged: metadata {RBD_STATE_KEY}=incomplete, first {HEADER_WIPE_BYTES} bytes zeroed"
+
+
+def open_rbd_sink(target_path: str | os.PathLike[str], pool: str, image: str, size: int, *,
+                  force: bool = False, owner: str = "") -> RbdSink:
+    """Connect to the cluster a drills target file describes and open an RbdSink.  UNTESTED."""
+    import rados
+
+    from drills.target import load_target
+
+    target = load_target(target_path)
+    cluster_conf = target.cluster
+    timeout = str(int(cluster_conf.op_timeout))
+    cluster = rados.Rados(conffile=cluster_conf.conf, name=cluster_conf.client,
+                          conf={"keyring": cluster_conf.keyring, "rados_osd_op_timeout": timeout,
+                                "rados_mon_op_timeout": timeout})
+    cluster.connect(timeout=int(cluster_conf.op_timeout))
+    try:
+        ioctx = cluster.open_ioctx(pool or cluster_conf.rbd_pool)
+    except Exception:
+        cluster.shutdown()
+        raise
+
+    def close_connection() -> None:
+        ioctx.close()
+        cluster.shutdown()
+
+    try:
+        return RbdSink(ioctx, image, size, force=force, owner=owner, on_close=close_connection)
+    except Exception:
+        close_connection()
+        raise

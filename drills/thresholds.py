@@ -1,0 +1,394 @@
+"""Pass/fail limits as data: one TOML file, a table per drill and per phase.
+
+    [rack_power_cut.detection]
+    detection_time_max = "45s"
+
+    [rack_power_cut.degraded]
+    iops_ratio_min = 0.2
+    p99_latency_max = "1s"
+
+Every key names its direction (``_max`` / ``_min``) and the measurement it limits
+(the key without that suffix: ``p99_latency_max`` limits ``p99_latency``).
+Durations and sizes are strings with a unit (s, ms, min, h; B, KiB, MiB, GiB);
+ratios and counts are plain numbers.  Anything unknown or mistyped is a
+`ThresholdsError` with one line naming the file, the table and the key: a typo
+must never turn a limit into "no limit".
+
+`evaluate` checks every limit of a drill (it does not stop at the first breach);
+a limit with no measurement is a failed check that says "not measured".
+docs/thresholds.md lists every key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+DEFAULT_THRESHOLDS_FILE = Path(__file__).with_name("default_thresholds.toml")
+
+DRILLS = (
+    "smoke",
+    "rack_power_cut",
+    "host_power_cut",
+    "osd_kill",
+    "rack_partition",
+    "hung_osd",
+    "concurrent_restore",
+    "controlled_restart",
+)
+# The article's timeline: normal -> fault noticed -> degraded plateau -> rejoin and recovery -> normal again.
+PHASES = ("baseline", "detection", "degraded", "recovery", "after")
+
+# Unit kinds, with the base unit every value is converted to (and every measurement must be given in).
+DURATION, SIZE, RATIO, COUNT = "s", "B", "ratio", "count"
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?) ?([A-Za-z]+)$")
+
+
+class ThresholdsError(Exception):
+    """A thresholds file (or a call) that cannot be used; the message is one line saying what to fix."""
+
+
+@dataclass(frozen=True)
+class ThresholdSpec:
+    """What one key means: its unit kind, direction and the phases it makes sense in."""
+
+    key: str
+    unit: str  # DURATION | SIZE | RATIO | COUNT
+    phases: tuple[str, ...]
+    description: str
+
+    @property
+    def bound(self) -> str:
+        return "max" if self.key.endswith("_max") else "min"
+
+    @property
+    def measurement(self) -> str:
+        return self.key.rsplit("_", 1)[0]
+
+
+_ALL = PHASES
+_FAULTED = ("detection", "degraded", "recovery", "after")
+
+SPECS: dict[str, ThresholdSpec] = {
+    s.key: s
+    for s in (
+        ThresholdSpec("detection_time_max", DURATION, ("detection",),
+                      "fault injected -> the cluster marks the lost OSDs down"),
+        ThresholdSpec("stall_time_max", DURATION, _FAULTED,
+                      "longest run of seconds with zero client IOPS in the phase"),
+        ThresholdSpec("iops_min", COUNT, _ALL, "median client write IOPS in the phase (absolute)"),
+        ThresholdSpec("iops_ratio_min", RATIO, _FAULTED,
+                      "median client write IOPS in the phase / median IOPS in baseline"),
+        ThresholdSpec("p50_latency_max", DURATION, _ALL, "median of the per-second p50 write latency"),
+        ThresholdSpec("p99_latency_max", DURATION, _ALL, "highest per-second p99 write latency in the phase"),
+        ThresholdSpec("p99_latency_ratio_max", RATIO, _FAULTED,
+                      "highest per-second p99 in the phase / median p99 in baseline"),
+        ThresholdSpec("degraded_ratio_max", RATIO, _FAULTED,
+                      "peak cluster.degraded_ratio (degraded object copies / all copies, 0..1)"),
+        ThresholdSpec("time_to_active_max", DURATION, ("degraded", "recovery"),
+                      "event that opened the phase (fault.inject / fault.heal) -> every PG active"),
+        ThresholdSpec("time_to_clean_max", DURATION, ("recovery", "after"),
+                      "fault.heal -> every PG active+clean"),
+        ThresholdSpec("rss_peak_max", SIZE, _ALL, "peak RSS of each Ceph daemon (checked per daemon)"),
+        ThresholdSpec("rss_after_recovery_ratio_max", RATIO, ("after",),
+                      "RSS after recovery / RSS in baseline, per daemon (heap fragmentation keeps it high)"),
+        ThresholdSpec("memory_budget_ratio_max", RATIO, _ALL,
+                      "peak summed RSS of a host's Ceph daemons / that host's memory_budget (per host)"),
+        ThresholdSpec("oom_kills_max", COUNT, _FAULTED, "Ceph daemons killed by the OOM killer"),
+        ThresholdSpec("osd_flaps_max", COUNT, _FAULTED,
+                      "OSDs marked down again after coming up (flapping)"),
+        ThresholdSpec("io_errors_max", COUNT, _ALL, "client I/O errors returned to the workload"),
+        ThresholdSpec("lost_writes_max", COUNT, ("after",),
+                      "acknowledged writes (or restored blocks) that do not read back intact"),
+        ThresholdSpec("restore_rss_peak_max", SIZE, ("recovery",),
+                      "peak RSS of the restore process while restores run"),
+        ThresholdSpec("restores_failed_max", COUNT, ("recovery", "after"), "restores that did not finish"),
+        ThresholdSpec("model_error_ratio_max", RATIO, ("recovery",),
+                      "|measured - predicted| / predicted mean write latency (drills/model.py)"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One limit read from the file, converted to its base unit."""
+
+    drill: str
+    phase: str
+    key: str
+    limit: float
+    written: str  # as written in the file, for messages ("45s")
+
+    @property
+    def spec(self) -> ThresholdSpec:
+        return SPECS[self.key]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    path: str
+    entries: tuple[Threshold, ...]
+
+    def for_drill(self, drill: str) -> list[Threshold]:
+        if drill not in DRILLS:
+            raise ThresholdsError(f"unknown drill {drill!r}; known drills: {', '.join(DRILLS)}")
+        return [t for t in self.entries if t.drill == drill]
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict on one limit.  Values are in the base unit named by `unit`.
+
+    margin: headroom left before the limit (positive, passed) or how far past it (negative);
+    None when nothing was measured.
+    """
+
+    name: str  # the threshold key, e.g. "p99_latency_max"
+    phase: str
+    measured: float | None
+    limit: float
+    unit: str  # "s" | "B" | "ratio" | "count"
+    passed: bool
+    margin: float | None
+    detail: str = ""  # "not measured", which daemon was worst, every daemon over the limit, ...
+
+    @property
+    def bound(self) -> str:
+        return "max" if self.name.endswith("_max") else "min"
+
+    @property
+    def margin_fraction(self) -> float | None:
+        """The margin as a fraction of the limit (0.65 = 65 % of the limit)."""
+        if self.margin is None or self.limit == 0:
+            return None
+        return self.margin / abs(self.limit)
+
+    def margin_text(self) -> str:
+        if self.margin is None:
+            return "not measured"
+        word = "headroom" if self.margin >= 0 else "breached by"
+        text = f"{word} {format_value(abs(self.margin), self.unit)}"
+        frac = self.margin_fraction
+        if frac is not None and math.isfinite(frac):
+            text += f" ({abs(frac) * 100:.0f}%)"
+        return text
+
+    def message(self) -> str:
+        """One line: 'degraded p99_latency_max: measured 412 ms, limit 250 ms, over by 162 ms (65%)'."""
+        verdict = "ok" if self.passed else "FAIL"
+        limit = f"limit {'<=' if self.bound == 'max' else '>='} {format_value(self.limit, self.unit)}"
+        if self.measured is None:
+            return f"{verdict} {self.phase} {self.name}: {self.detail or 'not measured'} ({limit})"
+        extra = f"; {self.detail}" if self.detail else ""
+        return (f"{verdict} {self.phase} {self.name}: measured {format_value(self.measured, self.unit)}, {limit}, "
+                f"{self.margin_text()}{extra}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Check":
+        return cls(
+            name=str(d["name"]), phase=str(d["phase"]),
+            measured=None if d.get("measured") is None else float(d["measured"]),
+            limit=float(d["limit"]), unit=str(d["unit"]), passed=bool(d["passed"]),
+            margin=None if d.get("margin") is None else float(d["margin"]),
+            detail=str(d.get("detail", "")),
+        )
+
+
+# --- parsing -------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    """'250ms' -> 0.25, '45s' -> 45.0, '10min' -> 600.0, '1h' -> 3600.0 (seconds)."""
+    return _parse_quantity(text, _DURATION_UNITS, "duration")
+
+
+def parse_size(text: str) -> float:
+    """'2GiB' -> 2147483648.0 (bytes).  Binary units only: '2GB' is refused, not guessed."""
+    return _parse_quantity(text, _SIZE_UNITS, "size")
+
+
+def _parse_quantity(text: Any, units: Mapping[str, float], what: str) -> float:
+    allowed = ", ".join(units)
+    if not isinstance(text, str):
+        raise ValueError(f"a {what} is a string with a unit ({allowed}), e.g. {_example(units)!r}; got {text!r}")
+    m = _QUANTITY.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a {what}; write a number and a unit ({allowed}), e.g. {_example(units)!r}")
+    number, unit = m.groups()
+    if unit not in units:
+        hint = " (minutes are 'min')" if unit == "m" else ""
+        raise ValueError(f"{text!r}: unit {unit!r} is not one of {allowed}{hint}")
+    return float(number) * units[unit]
+
+
+def _example(units: Mapping[str, float]) -> str:
+    return "45s" if "ms" in units else "2GiB"
+
+
+def parse_limit(value: Any, unit: str) -> float:
+    """A raw TOML value -> the limit in its base unit; ValueError says why not."""
+    if unit == DURATION:
+        return parse_duration(value)
+    if unit == SIZE:
+        return parse_size(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "a plain number like 0.2" if unit == RATIO else "a whole number like 0"
+        raise ValueError(f"expected {kind}, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+    if unit == COUNT and not isinstance(value, int):
+        raise ValueError(f"a count is a whole number, got {value!r}")
+    return float(value)
+
+
+def loads_thresholds(text: str, path: str = "<string>") -> Thresholds:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ThresholdsError(f"{path}: not valid TOML: {e}") from None
+    version = raw.pop("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ThresholdsError(f"{path}: schema_version {version!r} is not supported (this harness reads {SCHEMA_VERSION})")
+    entries: list[Threshold] = []
+    for drill, phases in raw.items():
+        if drill not in DRILLS:
+            raise ThresholdsError(f"{path}: [{drill}]: unknown drill; known drills: {', '.join(DRILLS)}")
+        if not isinstance(phases, dict):
+            raise ThresholdsError(f"{path}: {drill}: expected a table [{drill}.<phase>], got a {type(phases).__name__}")
+        for phase, limits in phases.items():
+            where = f"{path}: [{drill}.{phase}]"
+            if phase not in PHASES:
+                raise ThresholdsError(f"{where}: unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+            if not isinstance(limits, dict):
+                raise ThresholdsError(f"{where}: expected a table of limits, got a {type(limits).__name__}")
+            for key, value in limits.items():
+                spec = SPECS.get(key)
+                if spec is None:
+                    raise ThresholdsError(f"{where} {key}: unknown key; known keys: {', '.join(SPECS)}")
+                if phase not in spec.phases:
+                    raise ThresholdsError(f"{where} {key}: not a limit of phase {phase!r}; "
+                                          f"it belongs in: {', '.join(spec.phases)}")
+                try:
+                    limit = parse_limit(value, spec.unit)
+                except ValueError as e:
+                    raise ThresholdsError(f"{where} {key}: {e}") from None
+                written = value if isinstance(value, str) else repr(value)
+                entries.append(Threshold(drill, phase, key, limit, written))
+    return Thresholds(path, tuple(entries))
+
+
+def load_thresholds(path: str | Path | None = None) -> Thresholds:
+    """Read a thresholds file; None reads the shipped defaults (drills/default_thresholds.toml).
+
+    A file given here replaces the defaults entirely: limits are never merged
+    silently from two places.
+    """
+    p = Path(path) if path is not None else DEFAULT_THRESHOLDS_FILE
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ThresholdsError(f"{p}: thresholds file does not exist") from None
+    except OSError as e:
+        raise ThresholdsError(f"{p}: cannot read: {e.strerror}") from None
+    return loads_thresholds(text, str(p))
+
+
+# --- evaluation ------------------------------------------------------------------
+
+# A measurement is one number (in the base unit), None (not measured), or, for per-daemon and
+# per-host limits, a mapping of subject ("osd.3", "host-a") -> number or None.
+MeasuredValue = float | int | None | Mapping[str, float | int | None]
+Measurements = Mapping[str, Mapping[str, MeasuredValue]]  # phase -> measurement name -> value
+
+
+def evaluate(thresholds: Thresholds, drill: str, measurements: Measurements) -> list[Check]:
+    """Check every limit of `drill` against `measurements` (phase -> name -> value, base units).
+
+    All limits are evaluated; the result lists each one, passed or not.  A limit whose
+    measurement is absent or None fails with detail "not measured".
+    """
+    checks: list[Check] = []
+    for t in thresholds.for_drill(drill):
+        value = measurements.get(t.phase, {}).get(t.spec.measurement)
+        if isinstance(value, Mapping):
+            checks.append(_check_per_subject(t, value))
+        else:
+            checks.append(_check_one(t, value))
+    return checks
+
+
+def _margin(t: Threshold, measured: float) -> float:
+    return t.limit - measured if t.spec.bound == "max" else measured - t.limit
+
+
+def _check_one(t: Threshold, value: Any, detail: str = "") -> Check:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Check(t.key, t.phase, None, t.limit, t.spec.unit, False, None, detail or "not measured")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ThresholdsError(f"measurement {t.phase}.{t.spec.measurement}: expected a number, got {value!r}")
+    measured = float(value)
+    margin = _margin(t, measured)
+    return Check(t.key, t.phase, measured, t.limit, t.spec.unit, margin >= 0, margin, detail)
+
+
+def _check_per_subject(t: Threshold, values: Mapping[str, Any]) -> Check:
+    """One check for a per-daemon (or per-host) limit: the worst subject decides, every breach is named."""
+    measured = {k: v for k, v in values.items() if v is not None}
+    missing = sorted(k for k, v in values.items() if v is None)
+    if not measured:
+        return _check_one(t, None, "not measured" + (f" ({', '.join(missing)})" if missing else ""))
+    pick = max if t.spec.bound == "max" else min
+    worst = pick(measured, key=lambda k: measured[k])
+    breaches = sorted((k for k in measured if _margin(t, float(measured[k])) < 0), key=lambda k: _margin(t, float(measured[k])))
+    parts = [f"worst {worst}"]
+    if breaches:
+        parts.append("over the limit: " + ", ".join(f"{k} {format_value(float(measured[k]), t.spec.unit)}" for k in breaches))
+    if missing:
+        parts.append("not measured: " + ", ".join(missing))
+    check = _check_one(t, measured[worst], "; ".join(parts))
+    if missing:  # a daemon we could not see is not a daemon that passed
+        check = Check(check.name, check.phase, check.measured, check.limit, check.unit, False, check.margin, check.detail)
+    return check
+
+
+def failures(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.passed]
+
+
+# --- formatting --------------------------------------------------------------------
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A base-unit value for people: 0.412 s -> '412 ms', 2147483648 B -> '2.00 GiB'."""
+    if value is None:
+        return "—"
+    if unit == DURATION:
+        a = abs(value)
+        if a == 0:
+            return "0 s"
+        if a < 1:
+            return f"{value * 1000:.3g} ms"
+        if a < 120:
+            return f"{value:.3g} s"
+        if a < 7200:
+            return f"{value / 60:.3g} min"
+        return f"{value / 3600:.3g} h"
+    if unit == SIZE:
+        for name, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if abs(value) >= factor:
+                return f"{value / factor:.2f} {name}"
+        return f"{value:.0f} B"
+    if unit == COUNT:
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+    return f"{value:.3g}"

@@ -1,0 +1,709 @@
+"""fio workloads: the real fio binary in a subprocess, its json+ stream turned into per-interval figures.
+
+fio is run with ``--output-format=json+ --status-interval=1``. Every status report is a complete JSON
+document of *cumulative* statistics since the job started. A background thread reads them as fio prints
+them and derives true per-interval figures from the differences between consecutive reports:
+
+* IOPS and bandwidth per direction from the difference of ``total_ios`` / ``io_bytes``, divided by the
+  difference of the job's run time (``job_runtime``, milliseconds, summed over the jobs of a group, so it
+  is divided by ``numjobs``); the mean latency from the difference of ``mean x N``.
+* p50 / p99 / p99.9 latency per direction from the difference of the json+ latency histograms
+  (``lat_ns.bins``: submission to completion, which we ask for with ``lat_percentiles=1``; ``clat_ns.bins``
+  when ``lat_ns`` has none), using fio's own rule for picking a percentile out of a histogram.
+
+Each interval becomes Timeline samples ``fio.<dir>.<figure>`` for iops, bw_bytes, lat_mean_ms, lat_p50_ms,
+lat_p99_ms and lat_p999_ms, labelled ``job=<name>`` (and ``client=<host>`` in client/server mode). An
+interval in which no IO completed has iops 0 and latency ``None`` (a gap, not a zero).
+
+Client/server mode (``run_clients``) drives ``fio --client=host,port`` against load generators running
+``fio --server``. fio 3.33 sends the servers' interval reports to the client, but the client only prints
+them at exit, all in one document's ``client_stats`` array (axboe/fio#712), so in that mode the timeline
+is written when fio exits; see docs/workloads.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from drills.timeline import Timeline
+
+DIRECTIONS = ("read", "write", "trim")
+PERCENTILES = {"lat_p50_ms": 50.0, "lat_p99_ms": 99.0, "lat_p999_ms": 99.9}
+DEFAULT_SERVER_PORT = 8765  # fio's default --server port
+
+# rw= value -> the directions it does IO in; those directions get a sample every interval, even idle ones.
+_RW_DIRECTIONS: dict[str, tuple[str, ...]] = {
+    "read": ("read",), "randread": ("read",),
+    "write": ("write",), "randwrite": ("write",),
+    "rw": ("read", "write"), "readwrite": ("read", "write"), "randrw": ("read", "write"),
+    "trim": ("trim",), "randtrim": ("trim",),
+    "trimwrite": ("trim", "write"), "randtrimwrite": ("trim", "write"),
+}
+_FILE_ENGINES = ("libaio", "psync", "sync", "pvsync", "pvsync2", "posixaio", "mmap", "io_uring")
+_ENGINES = ("rbd", "null") + _FILE_ENGINES
+# Options the harness owns: letting `extra` set them would break the parsing or the interval maths.
+_RESERVED_OPTIONS = {"output-format", "output_format", "status-interval", "status_interval", "group_reporting",
+                     "lat_percentiles", "clat_percentiles", "percentile_list", "name"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class FioError(RuntimeError):
+    """fio could not be run, failed, or printed something we cannot use."""
+
+
+class FioConfigError(FioError, ValueError):
+    """A workload definition is wrong (unknown field, missing option, bad value)."""
+
+
+@dataclass(frozen=True)
+class FioJob:
+    """One fio workload. ``runtime`` is in seconds; ``extra`` holds any further fio job options verbatim."""
+
+    name: str
+    rw: str = "randwrite"
+    bs: str = "4k"
+    iodepth: int = 16
+    numjobs: int = 1
+    runtime: int = 60
+    time_based: bool = True
+    size: str | None = None
+    ioengine: str = "rbd"
+    # rbd engine (fio's own option names); conf is exported as CEPH_CONF for local runs.
+    pool: str | None = None
+    rbdname: str | None = None
+    clientname: str | None = None  # cephx user without the "client." prefix
+    clustername: str | None = None
+    conf: str | None = None
+    # file engines
+    filename: str | None = None
+    directory: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any], name: str | None = None) -> "FioJob":
+        """Build from a config table (e.g. TOML). Unknown keys are an error that names the workload."""
+        data = dict(spec)
+        if name is not None:
+            data.setdefault("name", name)
+        workload = data.get("name", "<unnamed>")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FioConfigError(
+                f"fio workload {workload!r}: unknown field(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))}; put other fio options under 'extra')")
+        if "name" not in data:
+            raise FioConfigError("fio workload: missing field 'name'")
+        return cls(**data)
+
+    def validate(self) -> None:
+        where = f"fio workload {self.name!r}"
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise FioConfigError(f"{where}: name must be letters, digits, '_', '.', '-'")
+        if self.rw not in _RW_DIRECTIONS:
+            raise FioConfigError(f"{where}: rw={self.rw!r} is not one of {', '.join(_RW_DIRECTIONS)}")
+        if self.ioengine not in _ENGINES:
+            raise FioConfigError(f"{where}: ioengine={self.ioengine!r} is not one of {', '.join(_ENGINES)}")
+        for attr in ("iodepth", "numjobs", "runtime"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FioConfigError(f"{where}: {attr} must be a positive integer, got {value!r}")
+        if self.ioengine == "rbd":
+            missing = [a for a in ("pool", "rbdname") if not getattr(self, a)]
+            if missing:
+                raise FioConfigError(f"{where}: the rbd engine needs {', '.join(missing)}")
+        elif self.ioengine in _FILE_ENGINES:
+            if not (self.filename or self.directory):
+                raise FioConfigError(f"{where}: ioengine={self.ioengine} needs filename or directory")
+            if not self.size:
+                raise FioConfigError(f"{where}: ioengine={self.ioengine} needs size")
+        elif not self.size:  # null engine: fio refuses to run without a size
+            raise FioConfigError(f"{where}: ioengine=null needs size")
+        if not isinstance(self.extra, dict):
+            raise FioConfigError(f"{where}: extra must be a table of fio options")
+        clash = sorted(k for k in self.extra if k in _RESERVED_OPTIONS or k in {f.name for f in fields(self)})
+        if clash:
+            raise FioConfigError(f"{where}: extra sets {', '.join(clash)}, which the harness or a field owns")
+        for key, value in self._options():
+            if any(c in f"{key}{value}" for c in "\n\r[]") or not key:
+                raise FioConfigError(f"{where}: option {key}={value!r} contains a newline or bracket")
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return _RW_DIRECTIONS[self.rw]
+
+    def _options(self) -> list[tuple[str, str]]:
+        opts: list[tuple[str, Any]] = [
+            ("ioengine", self.ioengine), ("rw", self.rw), ("bs", self.bs), ("iodepth", self.iodepth),
+            ("numjobs", self.numjobs), ("runtime", self.runtime), ("time_based", self.time_based),
+            ("size", self.size), ("pool", self.pool), ("rbdname", self.rbdname),
+            ("clientname", self.clientname), ("clustername", self.clustername),
+            ("filename", self.filename), ("directory", self.directory),
+            # one report per group (not per clone) so job_runtime/numjobs is the group's wall time
+            ("group_reporting", True),
+            # histograms of total latency (submission to completion) in lat_ns.bins
+            ("lat_percentiles", True),
+        ]
+        if self.ioengine == "rbd" and "invalidate" not in self.extra:
+            opts.append(("invalidate", False))  # fio's rbd example: the engine cannot invalidate a cache
+        opts.extend(self.extra.items())
+        return [(k, _render(v)) for k, v in opts if v is not None]
+
+    def job_file_text(self) -> str:
+        lines = [f"[{self.name}]"] + [f"{k}={v}" for k, v in self._options()]
+        return "\n".join(lines) + "\n"
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing: the document stream, cumulative snapshots, interval differences, histogram percentiles
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectionInterval:
+    """What one direction did in one interval. Latencies are None when no IO completed (a gap)."""
+
+    ios: int
+    bytes: int
+    iops: float
+    bw_bytes: float
+    lat_mean_ms: float | None
+    lat_p50_ms: float | None
+    lat_p99_ms: float | None
+    lat_p999_ms: float | None
+
+
+@dataclass(frozen=True)
+class FioInterval:
+    """One status interval of one fio instance (the local one, or one client in client/server mode)."""
+
+    t: float  # unix seconds at the end of the interval
+    seconds: float  # interval length, from fio's job run time
+    client: str | None
+    directions: dict[str, DirectionInterval]
+
+
+@dataclass(frozen=True)
+class DirectionTotals:
+    """A direction over the whole run, from the last cumulative report (histograms merged over clients)."""
+
+    ios: int
+    bytes: int
+    seconds: float
+    iops: float
+    bw_bytes: float
+    lat_mean_ms: float | None
+    lat_p50_ms: float | None
+    lat_p99_ms: float | None
+    lat_p999_ms: float | None
+
+
+@dataclass
+class FioResult:
+    job: str
+    intervals: list[FioInterval]
+    totals: dict[str, DirectionTotals]  # summed over clients in client/server mode
+    client_totals: dict[str, dict[str, DirectionTotals]] = field(default_factory=dict)
+    returncode: int | None = None
+    stopped: bool = False  # stopped early by us (SIGINT) rather than reaching its runtime
+    notes: list[str] = field(default_factory=list)  # fio's non-JSON output and skipped documents
+
+    def series(self, metric: str, direction: str = "write", client: str | None = None
+               ) -> list[tuple[float, float | None]]:
+        """(t, value) per interval; metric is a DirectionInterval field: iops, bw_bytes, lat_p99_ms, ..."""
+        out = []
+        for iv in self.intervals:
+            if client is not None and iv.client != client:
+                continue
+            d = iv.directions.get(direction)
+            if d is not None:
+                out.append((iv.t, getattr(d, metric)))
+        return out
+
+    @property
+    def clients(self) -> list[str]:
+        return sorted({iv.client for iv in self.intervals if iv.client is not None})
+
+
+@dataclass
+class _DirectionCumulative:
+    ios: int = 0
+    bytes: int = 0
+    bins: dict[int, int] = field(default_factory=dict)  # latency ns -> count
+    lat_n: int = 0  # latency samples and their sum (mean x N), for exact interval means
+    lat_sum_ns: float = 0.0
+
+
+@dataclass
+class _Cumulative:
+    """One cumulative report (one client / one group) reduced to what the interval maths needs."""
+
+    runtime_s: float
+    directions: dict[str, _DirectionCumulative]
+
+
+def percentile_from_bins(bins: Mapping[int, int], percentile: float) -> int | None:
+    """The latency (ns) at `percentile` of a fio histogram; fio's rule: the value of the first bin at
+    which the running count reaches percentile/100 * total. None for an empty histogram."""
+    total = sum(bins.values())
+    if total <= 0:
+        return None
+    threshold = percentile / 100.0 * total
+    running = 0
+    for value in sorted(bins):
+        running += bins[value]
+        if running >= threshold:
+            return value
+    return max(bins)
+
+
+def _latency_source(direction_stats: Mapping[str, Any]) -> Mapping[str, Any]:
+    """lat_ns (total latency) when it has a histogram, else clat_ns: means and bins from the same one."""
+    for key in ("lat_ns", "clat_ns"):
+        stats = direction_stats.get(key)
+        if isinstance(stats, Mapping) and stats.get("bins"):
+            return stats
+    return direction_stats.get("lat_ns") or {}
+
+
+def _cumulative(entry: Mapping[str, Any], numjobs: int) -> _Cumulative:
+    directions = {}
+    for d in DIRECTIONS:
+        stats = entry.get(d)
+        if isinstance(stats, Mapping):
+            lat = _latency_source(stats)
+            n = int(lat.get("N", 0))
+            directions[d] = _DirectionCumulative(
+                int(stats.get("total_ios", 0)), int(stats.get("io_bytes", 0)),
+                {int(v): int(c) for v, c in (lat.get("bins") or {}).items()}, n, float(lat.get("mean", 0.0)) * n)
+    # job_runtime is summed over the clones of a group_reporting group; it keeps running while IO stalls.
+    runtime_ms = float(entry.get("job_runtime", 0)) / max(numjobs, 1)
+    return _Cumulative(runtime_ms / 1000.0, directions)
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e6
+
+
+def _latencies(bins: Mapping[int, int]) -> dict[str, float | None]:
+    return {name: _ms(percentile_from_bins(bins, p)) for name, p in PERCENTILES.items()}
+
+
+class IntervalDeriver:
+    """Turns successive cumulative reports of one fio instance into per-interval figures."""
+
+    def __init__(self, directions: Sequence[str], numjobs: int = 1, client: str | None = None):
+        self.directions = tuple(directions)
+        self.numjobs = numjobs
+        self.client = client
+        self._prev: _Cumulative | None = None
+        self.last: _Cumulative | None = None  # the newest report, for totals
+
+    def add(self, entry: Mapping[str, Any], t: float) -> FioInterval | None:
+        """Feed the next cumulative report (ending at unix time t). None if it adds no run time."""
+        cur = _cumulative(entry, self.numjobs)
+        prev = self._prev or _Cumulative(0.0, {})
+        if self._is_reset(prev, cur):
+            prev = _Cumulative(0.0, {})  # counters went backwards: fio reset its stats (ramp_time)
+        seconds = cur.runtime_s - prev.runtime_s
+        if seconds <= 0:
+            return None  # a repeated report; keep the previous one as the base of the next interval
+        per_dir = {}
+        for d in self.directions:
+            c = cur.directions.get(d, _DirectionCumulative())
+            p = prev.directions.get(d, _DirectionCumulative())
+            ios = c.ios - p.ios
+            nbytes = c.bytes - p.bytes
+            diff = {v: n - p.bins.get(v, 0) for v, n in c.bins.items() if n - p.bins.get(v, 0) > 0}
+            lat = _latencies(diff) if ios > 0 else dict.fromkeys(PERCENTILES)
+            lat_n = c.lat_n - p.lat_n
+            mean = (c.lat_sum_ns - p.lat_sum_ns) / lat_n / 1e6 if ios > 0 and lat_n > 0 else None
+            per_dir[d] = DirectionInterval(ios, nbytes, ios / seconds, nbytes / seconds, mean, **lat)
+        self._prev = cur
+        self.last = cur
+        return FioInterval(t, seconds, self.client, per_dir)
+
+    @staticmethod
+    def _is_reset(prev: _Cumulative, cur: _Cumulative) -> bool:
+        for d, c in cur.directions.items():
+            p = prev.directions.get(d)
+            if p is not None and (c.ios < p.ios or any(n < p.bins.get(v, 0) for v, n in c.bins.items())):
+                return True
+        return cur.runtime_s < prev.runtime_s
+
+
+def _totals(cumulatives: Iterable[_Cumulative], directions: Sequence[str]) -> dict[str, DirectionTotals]:
+    cums = list(cumulatives)
+    seconds = max((c.runtime_s for c in cums), default=0.0)
+    out = {}
+    for d in directions:
+        ios = nbytes = lat_n = 0
+        lat_sum = 0.0
+        bins: collections.Counter[int] = collections.Counter()
+        for c in cums:
+            dc = c.directions.get(d)
+            if dc:
+                ios += dc.ios
+                nbytes += dc.bytes
+                lat_n += dc.lat_n
+                lat_sum += dc.lat_sum_ns
+                bins.update(dc.bins)
+        lat = _latencies(bins) if ios else dict.fromkeys(PERCENTILES)
+        mean = lat_sum / lat_n / 1e6 if ios and lat_n else None
+        out[d] = DirectionTotals(ios, nbytes, seconds, ios / seconds if seconds else 0.0,
+                                 nbytes / seconds if seconds else 0.0, mean, **lat)
+    return out
+
+
+class JsonDocumentSplitter:
+    """Splits fio's stdout into its top-level JSON documents, line by line, as they arrive.
+
+    fio prints each document starting with a line "{" and ending with a line "}"; anything else outside
+    a document (client-mode "<host> ..." text, warnings) is returned as noise.
+    """
+
+    def __init__(self) -> None:
+        self._doc: list[str] | None = None
+
+    def feed_line(self, line: str) -> tuple[str | None, str | None]:
+        """Returns (complete document text, noise line); at most one is not None."""
+        stripped = line.rstrip("\r\n")
+        if self._doc is None:
+            if stripped == "{":
+                self._doc = [stripped]
+                return None, None
+            return None, (stripped if stripped.strip() else None)
+        self._doc.append(stripped)
+        if stripped == "}":
+            text, self._doc = "\n".join(self._doc), None
+            return text, None
+        return None, None
+
+
+def iter_documents(text: str) -> Iterator[str]:
+    splitter = JsonDocumentSplitter()
+    for line in text.splitlines():
+        doc, _ = splitter.feed_line(line)
+        if doc is not None:
+            yield doc
+
+
+def _client_label(host: str, port: int) -> str:
+    return host if port == DEFAULT_SERVER_PORT else f"{host}:{port}"
+
+
+class _ReportProcessor:
+    """Routes parsed documents (local `jobs`, or client-mode `client_stats`) into per-client derivers and
+    the timeline. Shared by the live runner and `parse_fio_output`."""
+
+    def __init__(self, job_name: str, directions: Sequence[str], numjobs: int, timeline: Timeline | None,
+                 client_labels: Mapping[tuple[str, int], str] | None = None):
+        self.job_name = job_name
+        self.directions = tuple(directions)
+        self.numjobs = numjobs
+        self.timeline = timeline
+        self.client_labels = dict(client_labels or {})
+        self.derivers: dict[str | None, IntervalDeriver] = {}
+        self.intervals: list[FioInterval] = []
+        self.notes: list[str] = []
+        self._lock = threading.Lock()
+
+    def handle(self, doc_text: str, client_start_time: float | None = None) -> None:
+        try:
+            doc = json.loads(doc_text)
+        except json.JSONDecodeError as e:
+            # fio can interleave an error line into a report; skip it, the next one still differences right
+            self.notes.append(f"skipped an unparsable fio report: {e}")
+            return
+        if "client_stats" in doc:
+            self._handle_client_stats(doc, client_start_time)
+            return
+        t = doc["timestamp_ms"] / 1000.0 if "timestamp_ms" in doc else float(doc.get("timestamp", time.time()))
+        for entry in doc.get("jobs", []):
+            if entry.get("jobname") == self.job_name or len(doc.get("jobs", [])) == 1:
+                self._add(None, entry, t)
+
+    def _handle_client_stats(self, doc: Mapping[str, Any], start: float | None) -> None:
+        # Entries are per (host, port), in the order the servers reported them, with no wall-clock time;
+        # "All clients" entries are aggregates without histograms and are skipped.
+        if start is None:
+            start = float(doc.get("timestamp", time.time())) - max(
+                (e.get("job_runtime", 0) / 1000.0 / self.numjobs for e in doc["client_stats"]), default=0.0)
+        for entry in doc["client_stats"]:
+            if entry.get("jobname") == "All clients":
+                continue
+            host, port = str(entry.get("hostname", "?")), int(entry.get("port", DEFAULT_SERVER_PORT))
+            label = self.client_labels.get((host, port), _client_label(host, port))
+            t = start + entry.get("job_runtime", 0) / 1000.0 / self.numjobs
+            self._add(label, entry, t)
+
+    def _add(self, client: str | None, entry: Mapping[str, Any], t: float) -> None:
+        with self._lock:
+            deriver = self.derivers.get(client)
+            if deriver is None:
+                deriver = self.derivers[client] = IntervalDeriver(self.directions, self.numjobs, client)
+            interval = deriver.add(entry, t)
+            if interval is None:
+                return
+            self.intervals.append(interval)
+        if self.timeline is not None:
+            write_interval(self.timeline, self.job_name, interval)
+
+    def result(self, returncode: int | None = None, stopped: bool = False) -> FioResult:
+        with self._lock:
+            lasts = {c: d.last for c, d in self.derivers.items() if d.last is not None}
+            client_totals = {c: _totals([cum], self.directions) for c, cum in lasts.items() if c is not None}
+            intervals = sorted(self.intervals, key=lambda iv: (iv.t, iv.client or ""))
+            return FioResult(self.job_name, intervals, _totals(lasts.values(), self.directions), client_totals,
+                             returncode, stopped, list(self.notes))
+
+
+def write_interval(timeline: Timeline, job_name: str, interval: FioInterval) -> None:
+    labels = {"job": job_name}
+    if interval.client is not None:
+        labels["client"] = interval.client
+    for d, figures in interval.directions.items():
+        for metric in ("iops", "bw_bytes", "lat_mean_ms", *PERCENTILES):
+            timeline.sample(f"fio.{d}.{metric}", getattr(figures, metric), t=interval.t, **labels)
+
+
+def parse_fio_output(text: str, job_name: str, directions: Sequence[str] = ("read", "write"),
+                     numjobs: int = 1, timeline: Timeline | None = None,
+                     client_start_time: float | None = None) -> FioResult:
+    """Parse recorded `--output-format=json+ --status-interval=N` output (local or client mode)."""
+    proc = _ReportProcessor(job_name, directions, numjobs, timeline)
+    splitter = JsonDocumentSplitter()
+    for line in text.splitlines():
+        doc, noise = splitter.feed_line(line)
+        if doc is not None:
+            proc.handle(doc, client_start_time)
+        elif noise is not None:
+            proc.notes.append(noise)
+    return proc.result()
+
+
+# --------------------------------------------------------------------------------------------------
+# Running fio
+# --------------------------------------------------------------------------------------------------
+
+
+def _split_host(host: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(host, tuple):
+        return host[0], int(host[1])
+    if host.startswith("["):  # [v6addr]:port
+        addr, _, rest = host[1:].partition("]")
+        return addr, int(rest.lstrip(":") or DEFAULT_SERVER_PORT)
+    if host.count(":") == 1:
+        name, port = host.split(":")
+        return name, int(port)
+    return host, DEFAULT_SERVER_PORT
+
+
+class FioRunner:
+    """One fio process (local, or the client of several `fio --server` hosts) and its reader threads.
+
+    start() returns at once; wait() or stop() give the FioResult. Samples reach the timeline while fio
+    runs (local mode) or when it exits (client mode, see the module docstring).
+    """
+
+    def __init__(self, job: FioJob, timeline: Timeline | None = None, *,
+                 clients: Sequence[str | tuple[str, int]] | None = None, fio_binary: str = "fio",
+                 status_interval_s: int = 1, workdir: str | Path | None = None,
+                 env: Mapping[str, str] | None = None):
+        self.job = job
+        self.timeline = timeline
+        self.fio_binary = fio_binary
+        self.status_interval_s = status_interval_s
+        self.clients = [_split_host(h) for h in clients] if clients else []
+        self._workdir = Path(workdir) if workdir else None
+        self._env = dict(env or {})
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._threads: list[threading.Thread] = []
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._noise_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._first_start_line: float | None = None
+        self._stopped = False
+        labels = {(h, p): _client_label(h, p) for h, p in self.clients}
+        self._processor = _ReportProcessor(job.name, job.directions, job.numjobs, timeline, labels)
+
+    def command(self, job_file: str | Path) -> list[str]:
+        cmd = [self.fio_binary, "--output-format=json+", "--eta=never"]
+        if not self.clients:
+            return cmd + [f"--status-interval={self.status_interval_s}", str(job_file)]
+        for host, port in self.clients:
+            spec = f"ip6:{host}" if ":" in host else host
+            # per-client options must follow their --client= (fio forwards them to that server)
+            cmd += [f"--client={spec},{port}", f"--status-interval={self.status_interval_s}", str(job_file)]
+        return cmd
+
+    def start(self) -> "FioRunner":
+        binary = shutil.which(self.fio_binary)
+        if binary is None:
+            raise FioError("fio not found; install Debian package fio")
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"fio-{self.job.name}-")
+            self._workdir = Path(self._tmp.name)
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        job_file = self._workdir / f"{self.job.name}.fio"
+        job_file.write_text(self.job.job_file_text())
+        env = dict(os.environ)
+        if self.job.conf:
+            env["CEPH_CONF"] = self.job.conf  # librados reads it; only reaches a local fio, not servers
+        env.update(self._env)
+        cmd = self.command(job_file)
+        cmd[0] = binary
+        self._started_at = time.time()
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          cwd=self._workdir, env=env, bufsize=1)
+        except OSError as e:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+            raise FioError(f"fio workload {self.job.name!r}: cannot run {binary}: {e}") from e
+        self._threads = [threading.Thread(target=self._read_stdout, name=f"fio-{self.job.name}-out", daemon=True),
+                         threading.Thread(target=self._read_stderr, name=f"fio-{self.job.name}-err", daemon=True)]
+        for th in self._threads:
+            th.start()
+        if self.timeline is not None:
+            self.timeline.event("workload.start", f"fio:{self.job.name}", rw=self.job.rw, bs=self.job.bs,
+                                iodepth=self.job.iodepth, numjobs=self.job.numjobs, ioengine=self.job.ioengine,
+                                clients=[_client_label(h, p) for h, p in self.clients])
+        return self
+
+    def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        splitter = JsonDocumentSplitter()
+        for line in self._proc.stdout:
+            doc, noise = splitter.feed_line(line)
+            if noise is not None:
+                self._noise_tail.append(noise)
+                if self._first_start_line is None and "Starting" in noise:
+                    # client mode has no wall-clock time in its reports: the servers' jobs start about now
+                    self._first_start_line = time.time()
+            elif doc is not None:
+                self._processor.handle(doc, self._first_start_line or self._started_at)
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            if line.strip():
+                self._stderr_tail.append(line.rstrip())
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def intervals(self) -> list[FioInterval]:
+        """The intervals parsed so far (a copy)."""
+        return self._processor.result().intervals
+
+    def stop(self, timeout: float = 30.0) -> FioResult:
+        """Ask fio to finish early (SIGINT: it stops the jobs and prints its final report), then wait."""
+        if self.running:
+            assert self._proc is not None
+            self._stopped = True
+            self._proc.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> FioResult:
+        """Wait for fio to exit. timeout None = the job's runtime plus a minute of grace."""
+        if self._proc is None:
+            raise FioError(f"fio workload {self.job.name!r} was never started")
+        if timeout is None:
+            timeout = self.job.runtime + 60.0
+        try:
+            return self._finish(timeout)
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    def _finish(self, timeout: float) -> FioResult:
+        assert self._proc is not None
+        try:
+            rc = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+            self._join_readers()
+            raise FioError(f"fio workload {self.job.name!r} did not finish within {timeout:.0f}s; killed it"
+                           f"{self._tail_text()}") from None
+        self._join_readers()
+        result = self._processor.result(rc, self._stopped)
+        result.notes[:0] = list(self._noise_tail)
+        if self.clients and self.job.conf:
+            result.notes.append("conf is not passed to fio servers: they use their own CEPH_CONF/ceph.conf")
+        if self.timeline is not None:
+            self.timeline.event("workload.stop", f"fio:{self.job.name}", returncode=rc, stopped=self._stopped,
+                                intervals=len(result.intervals))
+        # fio exits 128 ("terminating on signal 2") when we stop it with SIGINT
+        if rc != 0 and not (self._stopped and rc in (128, 130, -signal.SIGINT) and result.intervals):
+            raise FioError(f"fio workload {self.job.name!r} exited with status {rc}{self._tail_text()}")
+        if not result.intervals:
+            raise FioError(f"fio workload {self.job.name!r} exited with status {rc} but printed no report"
+                           f"{self._tail_text()}")
+        return result
+
+    def _join_readers(self) -> None:
+        for th in self._threads:
+            th.join(timeout=10)
+
+    def _tail_text(self) -> str:
+        parts = []
+        if self._stderr_tail:
+            parts.append("stderr:\n  " + "\n  ".join(self._stderr_tail))
+        if self._noise_tail:  # in client mode the servers' errors arrive on stdout as "<host> ..." text
+            parts.append("stdout (non-JSON):\n  " + "\n  ".join(list(self._noise_tail)[-10:]))
+        return (":\n" + "\n".join(parts)) if parts else ""
+
+    def __enter__(self) -> "FioRunner":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.running:
+            try:
+                self.stop()
+            except FioError:
+                pass  # already unwinding from the caller's error; don't mask it
+
+
+def start_job(job: FioJob, timeline: Timeline | None = None, **kwargs: Any) -> FioRunner:
+    """Start fio in the background (e.g. alongside the verifier); call .wait() or .stop() later."""
+    return FioRunner(job, timeline, **kwargs).start()
+
+
+def run_job(job: FioJob, timeline: Timeline | None = None, **kwargs: Any) -> FioResult:
+    """Run fio locally to completion."""
+    return FioRunner(job, timeline, **kwargs).start().wait()
+
+
+def run_clients(job: FioJob, hosts: Sequence[str | tuple[str, int]], timeline: Timeline | None = None,
+                **kwargs: Any) -> FioResult:
+    """Run `job` on every host (each running `fio --server`; "host", "host:port" or (host, port)) through
+    one `fio --client` process; intervals and timeline samples are labelled client=<host[:port]>."""
+    if not hosts:
+        raise FioConfigError(f"fio workload {job.name!r}: run_clients needs at least one host")
+    return FioRunner(job, timeline, clients=hosts, **kwargs).start().wait()

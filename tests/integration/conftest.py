@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
@@ -11,7 +12,12 @@ from drills.sandbox import bootstrap
 from drills.sandbox.spec import SandboxSpec
 from drills.target import Target, load_target
 
-TEST_SANDBOX = SandboxSpec(dir="/var/lib/ceph-drills/test-sandbox", prefix="cdt", subnet="10.213.9.0/24")
+# Overridable so that two test sessions on one machine use separate sandboxes.
+TEST_SANDBOX = SandboxSpec(
+    dir=os.environ.get("DRILLS_TEST_SANDBOX_DIR", "/var/lib/ceph-drills/test-sandbox"),
+    prefix=os.environ.get("DRILLS_TEST_SANDBOX_PREFIX", "cdt"),
+    subnet=os.environ.get("DRILLS_TEST_SANDBOX_SUBNET", "10.213.9.0/24"),
+)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,13 @@ from typing import NoReturn
 
 from drills import __version__
 from drills.cluster import ClusterError
+from drills.faults import cli as faults_cli
+from drills.faults.base import FaultError
+from drills.faults.guard import GuardRefused
 from drills.restore import cli as restore_cli
 from drills.sandbox.spec import DEFAULT_DIR, DEFAULT_PREFIX, DEFAULT_SUBNET, GiB, SandboxError, SandboxSpec
 from drills.target import TargetError
+from drills.thresholds import ThresholdsError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -127,6 +131,23 @@ def cmd_sandbox_logs(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sandbox_power(a: argparse.Namespace) -> int:
+    """Cut or restore one sandbox host's power (what a BMC emulator's power action calls)."""
+    from drills.faults.backends.sandbox import SandboxBackend
+    from drills.target import load_target
+
+    spec = _existing_spec(a)
+    target = load_target(spec.target_path)
+    host = target.host(a.host)
+    backend = SandboxBackend(target)
+    if a.state == "off":
+        backend.power_off(host)
+    else:
+        backend.power_on(host, start_daemons=not a.hold)
+    print(f"host {host.name}: power {a.state}{' (daemons held)' if a.hold and a.state == 'on' else ''}")
+    return EXIT_OK
+
+
 # --- target --------------------------------------------------------------------
 
 
@@ -192,6 +213,12 @@ def build_parser() -> ArgParser:
         if name == "status":
             q.add_argument("--json", action="store_true")
         q.set_defaults(func=fn)
+    pw = sbs.add_parser("power", help="cut or restore one sandbox host's power (silent: its network drops, its daemons die)")
+    dir_opts(pw)
+    pw.add_argument("host", help="sandbox host, e.g. r1h1")
+    pw.add_argument("state", choices=("on", "off"))
+    pw.add_argument("--hold", action="store_true", help="with on: keep its daemons stopped for a controlled start")
+    pw.set_defaults(func=cmd_sandbox_power)
     lg = sbs.add_parser("logs", help="the tail of the daemons' logs")
     dir_opts(lg)
     lg.add_argument("daemon", nargs="?", help="e.g. osd.3, mon.a (default: all)")
@@ -213,6 +240,7 @@ def build_parser() -> ArgParser:
     run.set_defaults(func=cmd_run)
 
     restore_cli.add_parser(sub)
+    faults_cli.add_parser(sub, default_target_path())
     return p
 
 
@@ -220,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (SandboxError, TargetError, ClusterError) as e:
+    except (SandboxError, TargetError, ClusterError, FaultError, GuardRefused, ThresholdsError) as e:
         print(f"drill: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -17,6 +17,9 @@ import pytest
 from drills import __version__
 from drills.cluster import CephCluster, ClusterError
 from drills.drill import DrillRecorder
+from drills.faults.base import FaultSession, heal_pending
+from drills.faults.guard import guard_from_cluster
+from drills.faults.ledger import FaultLedger
 from drills.target import Target, TargetError, load_target
 from drills.telemetry.samplers import Sampler, default_samplers
 from drills.thresholds import Thresholds, ThresholdsError, load_thresholds
@@ -136,6 +139,29 @@ def drill(request: pytest.FixtureRequest, timeline: Timeline, thresholds: Thresh
     return DrillRecorder(name, timeline, thresholds, run_dir)
 
 
+@pytest.fixture
+def faults(drill_target: Target, cluster: CephCluster, timeline: Timeline, run_dir: Path) -> Iterator[FaultSession]:
+    """A fault session for one test: guarded, ledgered, healed at the end whatever happens."""
+    with FaultSession(drill_target, guard=guard_from_cluster(drill_target, cluster), timeline=timeline, run_id=run_dir.name) as s:
+        yield s
+
+
+@pytest.fixture
+def drill_image(cluster: CephCluster, drill_target: Target) -> Iterator[str]:
+    """A fresh 256 MiB RBD image for the drill's fio job, removed afterwards."""
+    import uuid
+
+    import rbd
+
+    name = f"drill-{uuid.uuid4().hex[:10]}"
+    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
+        rbd.RBD().create(io, name, 256 << 20)
+        try:
+            yield name
+        finally:
+            rbd.RBD().remove(io, name)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Bad thresholds are a set-up error before anything runs (exit 2 from `drill run`).
     path = session.config.getoption("--thresholds", None)
@@ -144,6 +170,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             load_thresholds(path)
         except ThresholdsError as e:
             raise pytest.UsageError(str(e)) from None
+    heal_leftovers(session.config)
+
+
+def heal_leftovers(config: pytest.Config) -> None:
+    """Every session first undoes faults a crashed run left armed on its target, and says so."""
+    path = config.getoption("--target", None) or default_target_path()
+    try:
+        target = load_target(path)
+    except TargetError:
+        return  # no target yet: nothing can be armed on it
+    pending = FaultLedger(target.state_dir).pending()
+    if not pending:
+        return
+    report = heal_pending(target)
+    tw = config.get_terminal_writer()
+    tw.line(f"ceph-drills: healed leftovers of an earlier run on {target.cluster.name}: {report.summary()}", yellow=True)
+    if not report.ok:
+        raise pytest.UsageError(f"faults from an earlier run could not be undone on {target.path}:\n{report.summary()}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -12,11 +12,14 @@ from pathlib import Path
 from drills.target import TargetError, load_target
 
 # Suites name drill modules (pytest modules inside the drills package).
+FAULT_DRILLS = ["drills.test_osd_kill", "drills.test_hung_osd", "drills.test_host_power_cut", "drills.test_rack_partition"]
 SUITES: dict[str, list[str]] = {
-    "smoke": ["drills.test_smoke"],
-    "nightly": ["drills.test_smoke"],
-    "full": ["drills.test_smoke"],
+    "smoke": ["drills.test_smoke", "drills.test_rack_power_cut"],
+    "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS],
+    "full": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS],
 }
+# Phase lengths per suite (drills/scenario.py Pace): smoke keeps a run to minutes.
+SUITE_PACE = {"smoke": "smoke", "nightly": "nightly", "full": "full"}
 
 
 class RunError(Exception):
@@ -70,5 +73,6 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
         *([f"--thresholds={thresholds}"] if thresholds else []),
         *extra,
     ]
+    os.environ.setdefault("DRILL_PACE", SUITE_PACE[suite])
     rc = int(pytest.main(args))
     return {0: 0, 1: 1}.get(rc, 2)

@@ -19,9 +19,10 @@ from typing import Any
 
 from drills.restore.budget import format_size, parse_size
 from drills.restore.engine import (EngineConfig, ProgressSnapshot, RestoreEngine, RestoreJob, RestoreReport,
-                                   file_job)
+                                   file_job, rbd_job)
 from drills.restore.format import METADATA_SUFFIX
-from drills.restore.sinks import RbdSink, open_rbd_sink
+from drills.restore.errors import RestoreError
+from drills.restore.sinks import RbdConnection
 from drills.restore.store import PosixBackupStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -73,33 +74,35 @@ def _backup_source(text: str) -> tuple[PosixBackupStore, str]:
     return PosixBackupStore(path.parent), name
 
 
-def _rbd_job(store: PosixBackupStore, prefix: str, dest: str, args: argparse.Namespace) -> RestoreJob:
+def _rbd_destination(dest: str, args: argparse.Namespace) -> tuple[str, str]:
     spec = dest[len("rbd:"):]
     pool, _, image = spec.rpartition("/")
     pool = pool or args.pool
-    if not image:
+    if not image or "/" in pool:
         raise UsageError(f"destination {dest!r}: expected rbd:IMAGE or rbd:POOL/IMAGE")
     if not args.target:
         raise UsageError(f"destination {dest!r}: rbd destinations need --target FILE (the cluster)")
-
-    def open_sink(size: int) -> RbdSink:
-        return open_rbd_sink(args.target, pool, image, size, force=args.force, owner=prefix)
-
-    return RestoreJob(store, prefix, open_sink, dest, RbdSink.copy_factor)
+    return pool, image
 
 
-def build_jobs(args: argparse.Namespace) -> list[RestoreJob]:
+def build_jobs(args: argparse.Namespace, connect_rbd: Callable[[], RbdConnection]) -> list[RestoreJob]:
+    """Jobs for the BACKUP DEST pairs; rbd: destinations share one connection from connect_rbd()."""
     if len(args.pairs) % 2:
         raise UsageError("give BACKUP DEST pairs: an even number of arguments")
     jobs: list[RestoreJob] = []
     seen: set[str] = set()
-    for source, dest in zip(args.pairs[0::2], args.pairs[1::2]):
+    pairs = list(zip(args.pairs[0::2], args.pairs[1::2]))
+    rbd_destinations = {dest: _rbd_destination(dest, args) for _source, dest in pairs if dest.startswith("rbd:")}
+    connection = connect_rbd() if rbd_destinations else None
+    for source, dest in pairs:
         store, prefix = _backup_source(source)
         if dest in seen:
             raise UsageError(f"destination {dest!r} given twice")
         seen.add(dest)
-        if dest.startswith("rbd:"):
-            jobs.append(_rbd_job(store, prefix, dest, args))
+        if dest in rbd_destinations:
+            assert connection is not None
+            pool, image = rbd_destinations[dest]
+            jobs.append(rbd_job(store, prefix, connection, pool, image, force=args.force))
         else:
             if Path(dest).is_dir():
                 raise UsageError(f"destination {dest!r} is a directory")
@@ -117,19 +120,35 @@ def _config(args: argparse.Namespace) -> EngineConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    connections: list[RbdConnection] = []
+
+    def connect_rbd() -> RbdConnection:
+        try:
+            connection = RbdConnection.from_target(args.target)
+        except RestoreError as e:
+            raise UsageError(str(e)) from None
+        except Exception as e:  # TargetError of the target file, rados errors: one line, exit 2
+            raise UsageError(f"cannot connect to the cluster of {args.target}: {e}") from None
+        connections.append(connection)
+        return connection
+
     try:
-        jobs = build_jobs(args)
-        config = _config(args)
-    except UsageError as e:
-        print(f"drill restore: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    engine = RestoreEngine(config)
-    interactive = sys.stdout.isatty() and not args.plain
-    if interactive:
-        report = _run_with_rich(engine, jobs)
-    else:
-        report = engine.run(jobs, on_progress=_PlainProgress(), progress_interval=0.5)
-    _print_summary(report)
+        try:
+            config = _config(args)
+            jobs = build_jobs(args, connect_rbd)
+        except UsageError as e:
+            print(f"drill restore: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        engine = RestoreEngine(config)
+        interactive = sys.stdout.isatty() and not args.plain
+        if interactive:
+            report = _run_with_rich(engine, jobs)
+        else:
+            report = engine.run(jobs, on_progress=_PlainProgress(), progress_interval=0.5)
+        _print_summary(report)
+    finally:
+        for connection in connections:
+            connection.close()
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -24,7 +24,7 @@ from drills.restore.compression import (ZSTD_FRAME_HEADER_MAX_BYTES, codec_needs
 from drills.restore.errors import (BackupFormatError, CorruptObjectError, RestoreCancelled, RestoreError,
                                    UnsupportedBackupError)
 from drills.restore.format import BackupManifest, BackupObject, Sha256Index, read_manifest
-from drills.restore.sinks import FileSink, Sink
+from drills.restore.sinks import FileSink, RbdConnection, RbdSink, Sink
 from drills.restore.store import BackupStore
 
 MiB = 1024 * 1024
@@ -69,6 +69,15 @@ def file_job(store: BackupStore, prefix: str, path: str, *, force: bool = False,
     label = name or prefix
     return RestoreJob(store, prefix, lambda size: FileSink(path, size, force=force, owner=label), str(path),
                       FileSink.copy_factor, name)
+
+
+def rbd_job(store: BackupStore, prefix: str, connection: RbdConnection, pool: str, image: str, *,
+            force: bool = False, name: str = "") -> RestoreJob:
+    """A restore into RBD image POOL/IMAGE through a shared connection (created at admission)."""
+    label = name or prefix
+    pool = pool or connection.default_pool
+    return RestoreJob(store, prefix, lambda size: connection.open_sink(pool, image, size, force=force, owner=label),
+                      f"rbd:{pool}/{image}", RbdSink.copy_factor, name)
 
 
 @dataclass(frozen=True)

@@ -137,10 +137,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 class RbdSink:
-    """An RBD image written with Image.aio_write.  UNTESTED against a cluster.
+    """An RBD image written with Image.aio_write; the completion releases the budget.
 
-    librbd copies the buffer of an AIO write unless zero-copy writes are enabled
-    (rbd_disable_zero_copy_writes defaults to true), so the budget counts the copy.  The Python buffer is kept referenced until the completion fires.
+    librbd copies the buffer of every write (rbd_disable_zero_copy_writes defaults to true;
+    the bug's rbd_write2 path copies too) and, with rbd_cache on, keeps yet another copy in
+    its writeback cache: `RbdConnection` turns the cache off for its own client.  The
+    Python buffer stays referenced until the completion fires.
+
+    From creation (or, with force, from opening an existing image) until `commit()` the
+    image carries the metadata ``drills.restore.state=incomplete``: an image a killed
+    restore leaves behind never looks complete.  `abort()` removes a new image and, on a
+    pre-existing one, zeroes the first MiB and leaves the flag.
     """
 
     # librbd's copy, plus our bytes() copy of a memoryview run when zero-skipping splits
@@ -157,7 +164,7 @@ class RbdSink:
         self.size = size
         self._owner = owner
         self._on_close = on_close
-        self.description = f"rbd:{getattr(ioctx, 'name', '?')}/{image_name}"
+        self.description = f"rbd:{_pool_name(ioctx)}/{image_name}"
         self._lock = threading.Condition()
         self._in_flight: dict[int, tuple[bytes, Callable[[], None]]] = {}
         self._next_id = 0
@@ -170,12 +177,24 @@ class RbdSink:
             if not force:
                 raise TargetError(f"image {self.description} exists; use force to overwrite it", backup=owner) from None
             self.is_new = False
-        self._image = rbd.Image(ioctx, image_name)
-        if not self.is_new:
-            if self._image.size() < size:
-                self._image.resize(size)
+        except rbd.Error as e:
+            raise TargetError(f"cannot create image {self.description}: {e}", backup=owner) from None
+        try:
+            self._image = rbd.Image(ioctx, image_name)
             # Flag before the first write; removed only by commit().
             self._image.metadata_set(RBD_STATE_KEY, "incomplete")
+            if not self.is_new and self._image.size() < size:
+                self._image.resize(size)
+        except rbd.Error as e:
+            image = getattr(self, "_image", None)
+            if image is not None:
+                image.close()
+            if self.is_new:
+                try:
+                    rbd.RBD().remove(ioctx, image_name)
+                except rbd.Error:
+                    pass
+            raise TargetError(f"cannot prepare image {self.description}: {e}", backup=owner) from None
 
     def write(self, offset: int, data: bytes, on_done: Callable[[], None]) -> None:
         if not isinstance(data, bytes):
@@ -218,8 +237,7 @@ class RbdSink:
 
     def commit(self) -> None:
         self.flush()
-        if not self.is_new:
-            self._image.metadata_remove(RBD_STATE_KEY)
+        self._image.metadata_remove(RBD_STATE_KEY)
         self._close()
 
     def _close(self) -> None:
@@ -234,43 +252,103 @@ class RbdSink:
         self._wait_idle()  # librbd still holds our buffers until the completions fire
         if self.is_new:
             self._image.close()
-            self._rbd.RBD().remove(self._ioctx, self.image_name)
             self._done = True
-            if self._on_close:
-                self._on_close()
+            try:
+                self._rbd.RBD().remove(self._ioctx, self.image_name)
+            finally:
+                if self._on_close:
+                    self._on_close()
             return f"removed image {self.description}"
-        self._image.write(bytes(min(HEADER_WIPE_BYTES, self.size)), 0)
-        self._image.flush()
-        self._close()
+        try:
+            self._image.write(bytes(min(HEADER_WIPE_BYTES, self.size)), 0)
+            self._image.flush()
+        finally:
+            self._close()
         return f"image {self.description} flagged: metadata {RBD_STATE_KEY}=incomplete, first {HEADER_WIPE_BYTES} bytes zeroed"
+
+
+def _pool_name(ioctx: Any) -> str:
+    name = getattr(ioctx, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode()
+    return str(name) if name else "?"
+
+
+def rbd_restore_state(ioctx: Any, image_name: str) -> str | None:
+    """The image's ``drills.restore.state`` metadata ("incomplete"), or None when it has none."""
+    import rbd
+
+    with rbd.Image(ioctx, image_name, read_only=True) as image:
+        try:
+            return str(image.metadata_get(RBD_STATE_KEY))
+        except rbd.ObjectNotFound:
+            return None
+        except KeyError:
+            return None
+
+
+# Client options every restore connection sets, whatever the cluster's ceph.conf says: the
+# budget counts exactly one librbd copy of each in-flight write, so no writeback cache.
+RBD_CLIENT_OPTIONS = {"rbd_cache": "false"}
+
+
+class RbdConnection:
+    """One librados client shared by every RBD target of a run (one per restore would mean
+    41 messengers with their threads and buffers).  Thread-safe: ioctxs are cached per pool."""
+
+    def __init__(self, conf: str, keyring: str, client: str = "client.admin", op_timeout: float = 30.0,
+                 default_pool: str = "rbd") -> None:
+        import rados
+
+        timeout = str(int(op_timeout))
+        self.default_pool = default_pool
+        self._cluster = rados.Rados(conffile=conf, name=client,
+                                    conf={"keyring": keyring, "rados_osd_op_timeout": timeout,
+                                          "rados_mon_op_timeout": timeout, **RBD_CLIENT_OPTIONS})
+        self._cluster.connect(timeout=int(op_timeout))
+        self._ioctxs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_target(cls, target_path: str | os.PathLike[str]) -> "RbdConnection":
+        from drills.target import load_target
+
+        c = load_target(target_path).cluster
+        return cls(c.conf, c.keyring, c.client, c.op_timeout, c.rbd_pool)
+
+    def ioctx(self, pool: str = "") -> Any:
+        pool = pool or self.default_pool
+        with self._lock:
+            if pool not in self._ioctxs:
+                try:
+                    self._ioctxs[pool] = self._cluster.open_ioctx(pool)
+                except Exception as e:
+                    raise TargetError(f"cannot open pool {pool!r}: {e}") from None
+            return self._ioctxs[pool]
+
+    def open_sink(self, pool: str, image: str, size: int, *, force: bool = False, owner: str = "") -> RbdSink:
+        return RbdSink(self.ioctx(pool), image, size, force=force, owner=owner)
+
+    def close(self) -> None:
+        with self._lock:
+            for ioctx in self._ioctxs.values():
+                ioctx.close()
+            self._ioctxs.clear()
+        self._cluster.shutdown()
+
+    def __enter__(self) -> "RbdConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def open_rbd_sink(target_path: str | os.PathLike[str], pool: str, image: str, size: int, *,
                   force: bool = False, owner: str = "") -> RbdSink:
-    """Connect to the cluster a drills target file describes and open an RbdSink.  UNTESTED."""
-    import rados
-
-    from drills.target import load_target
-
-    target = load_target(target_path)
-    cluster_conf = target.cluster
-    timeout = str(int(cluster_conf.op_timeout))
-    cluster = rados.Rados(conffile=cluster_conf.conf, name=cluster_conf.client,
-                          conf={"keyring": cluster_conf.keyring, "rados_osd_op_timeout": timeout,
-                                "rados_mon_op_timeout": timeout})
-    cluster.connect(timeout=int(cluster_conf.op_timeout))
+    """An RbdSink with a connection of its own (closed with the sink); for one-off restores."""
+    connection = RbdConnection.from_target(target_path)
     try:
-        ioctx = cluster.open_ioctx(pool or cluster_conf.rbd_pool)
+        return RbdSink(connection.ioctx(pool), image, size, force=force, owner=owner, on_close=connection.close)
     except Exception:
-        cluster.shutdown()
-        raise
-
-    def close_connection() -> None:
-        ioctx.close()
-        cluster.shutdown()
-
-    try:
-        return RbdSink(ioctx, image, size, force=force, owner=owner, on_close=close_connection)
-    except Exception:
-        close_connection()
+        connection.close()
         raise

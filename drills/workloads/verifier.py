@@ -289,7 +289,10 @@ class RbdImageBackend:
         return None if not data.strip(b"\0") else data[:length]
 
     def remove(self, index: int) -> None:
-        self.image.discard(self.offset(index), self.slot_size)
+        # Zeroes are written, not discarded: librbd skips a discard smaller than its object/alignment
+        # (rbd_skip_partial_discard, on by default), so a 4 KiB discard leaves the data in place.
+        self.image.write(b"\0" * self.slot_size, self.offset(index))
+        self.image.flush()
 
 
 def remove_behind_verifier(backend: VerifierBackend, index: int) -> None:
@@ -573,7 +576,10 @@ class VerifyingWriter:
             except Exception as e:  # an error reply: the write may or may not have landed
                 return self._unacked(seq, index, location, issued_at, f"error: {type(e).__name__}: {e}")
             latency_ms = (time.monotonic() - start) * 1000.0
-            acked = AckedWrite(seq, index, location, zlib.crc32(data), issued_at, self.clock(), latency_ms)
+            # the record's own checksum (its trailer); a CRC32 over the whole record, trailer included,
+            # would be the same constant for every record
+            (record_crc,) = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+            acked = AckedWrite(seq, index, location, record_crc, issued_at, self.clock(), latency_ms)
             self.ledger.add_ack(acked)
             self._journal_line({"type": "ack", **acked.__dict__})
             self._buckets.add(acked.acked_at, latency_ms)

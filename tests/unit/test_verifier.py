@@ -303,7 +303,8 @@ def test_rados_backend_plumbing(tmp_path: Path) -> None:
 
 class _StandInImage:
     """Follows python-rbd 16.2: aio_write(data, offset, oncomplete), cb(completion);
-    aio_read(offset, length, oncomplete), cb(completion, data); discard(offset, length); size()."""
+    aio_read(offset, length, oncomplete), cb(completion, data); write(data, offset); flush();
+    discard(offset, length); size()."""
 
     def __init__(self, size: int):
         self.buf = bytearray(size)
@@ -323,8 +324,17 @@ class _StandInImage:
         threading.Timer(0.01, lambda: oncomplete(comp, data)).start()
         return comp
 
+    def write(self, data: bytes, offset: int) -> int:
+        self.buf[offset:offset + len(data)] = data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
     def discard(self, offset: int, length: int) -> None:
-        self.buf[offset:offset + length] = bytes(length)
+        # librbd with rbd_skip_partial_discard (the default) skips a discard smaller than its 4 MiB
+        # object: the data stays. Measured on the sandbox: a 4 KiB discard left the record readable.
+        return None
 
 
 def test_rbd_backend_plumbing(tmp_path: Path) -> None:

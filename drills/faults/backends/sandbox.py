@@ -1,0 +1,105 @@
+"""The sandbox backend: local daemons in per-host network namespaces, nftables inside them.
+
+A power cut is silent, as a real one: the host's namespace first drops every packet
+(so the dying daemons' FIN/RST never leave), then all its daemons get SIGKILL at once.
+Peers see silence and must wait out osd_heartbeat_grace. Power restore lifts the
+blackhole and, like a host booting, starts its daemons (or leaves them held for a
+controlled start).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from typing import Sequence
+
+from drills.faults import nft
+from drills.faults.base import BackendUnavailable, FaultError
+from drills.sandbox import host as hostctl
+from drills.sandbox.bootstrap import spec_of_target
+from drills.sandbox.spec import SandboxError, SandboxSpec
+from drills.target import Host, Target
+
+HANDLES = {"power": ("sandbox",), "daemons": ("local",), "network": ("sandbox",)}
+
+POWER_TAG = "power"
+
+
+class SandboxBackend:
+    def __init__(self, target: Target):
+        self.target = target
+        try:
+            self.spec: SandboxSpec = spec_of_target(target)
+        except SandboxError as e:
+            raise BackendUnavailable(target.cluster.name, str(e)) from None
+
+    # --- helpers -------------------------------------------------------------
+    def _ns(self, host: Host) -> str:
+        if not host.access.netns:
+            raise BackendUnavailable(host.name, "access.netns is empty: not a sandbox host")
+        return host.access.netns
+
+    def _nft(self, host: Host, ruleset: str) -> None:
+        p = subprocess.run(["ip", "netns", "exec", self._ns(host), "nft", "-f", "-"], input=ruleset, capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            raise FaultError(f"host {host.name}: nft failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+
+    def tables(self, host: Host) -> list[str]:
+        """The drills_ nft tables now in the host's namespace."""
+        p = subprocess.run(["ip", "netns", "exec", self._ns(host), "nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+        return nft.list_drill_tables(p.stdout) if p.returncode == 0 else []
+
+    def _sandbox_host(self, host: Host):
+        try:
+            return self.spec.host(host.name)
+        except SandboxError as e:
+            raise BackendUnavailable(host.name, str(e)) from None
+
+    # --- HostBackend -----------------------------------------------------------
+    def probe(self, host: Host, role: str) -> None:
+        ns = self._ns(host)
+        if ns not in hostctl.list_netns():
+            raise BackendUnavailable(host.name, f"network namespace {ns} does not exist: is the sandbox up? (drill sandbox status)")
+        self._sandbox_host(host)
+
+    def power_off(self, host: Host) -> None:
+        # Silence first, then every daemon dies at the same instant.
+        self._nft(host, nft.blackhole_ruleset(POWER_TAG))
+        for d in host.daemons:
+            hostctl.signal_daemon(self.spec, d, signal.SIGCONT)  # a hung daemon dies too
+            hostctl.signal_daemon(self.spec, d, signal.SIGKILL)
+
+    def power_on(self, host: Host, start_daemons: bool = True) -> None:
+        self._nft(host, nft.delete_ruleset(POWER_TAG))
+        if start_daemons:
+            for d in host.daemons:
+                self.start_daemon(host, d)
+
+    def kill_daemon(self, host: Host, daemon: str, sig: int) -> None:
+        if hostctl.signal_daemon(self.spec, daemon, sig) is None and sig not in (signal.SIGCONT,):
+            raise FaultError(f"host {host.name}: {daemon} is not running")
+
+    def start_daemon(self, host: Host, daemon: str) -> None:
+        try:
+            hostctl.start_daemon(self.spec, self._sandbox_host(host), daemon)
+        except SandboxError as e:
+            raise FaultError(f"host {host.name}: {e}") from None
+
+    def stop_daemon(self, host: Host, daemon: str) -> None:
+        hostctl.stop_daemon(self.spec, daemon)
+
+    def block_network(self, host: Host, peers: Sequence[str] | None, tag: str) -> None:
+        self._nft(host, nft.blackhole_ruleset(tag) if peers is None else nft.partition_ruleset(tag, list(peers)))
+
+    def unblock_network(self, host: Host, tag: str) -> None:
+        self._nft(host, nft.delete_ruleset(tag))
+
+    def set_packet_loss(self, host: Host, percent: int, tag: str) -> None:
+        self._nft(host, nft.packet_loss_ruleset(tag, percent))
+
+    def clear_packet_loss(self, host: Host, tag: str) -> None:
+        self._nft(host, nft.delete_ruleset(tag))
+
+
+def make_backend(target: Target) -> SandboxBackend:
+    return SandboxBackend(target)

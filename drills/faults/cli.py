@@ -1,0 +1,32 @@
+"""`drill heal`: undo every fault an earlier run left armed in the target's ledger."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from drills.faults.base import heal_pending
+from drills.faults.ledger import FaultLedger
+from drills.target import load_target
+
+
+def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
+    p = sub.add_parser("heal", help="undo every fault left armed by an earlier (crashed) run")
+    p.add_argument("--target", default=default_target)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = load_target(args.target)
+    ledger = FaultLedger(target.state_dir)
+    pending = ledger.pending()
+    if not pending:
+        print(f"nothing to heal: no armed faults in {ledger.path}")
+        return 0
+    print(f"healing {len(pending)} armed fault(s) from {ledger.path}: {', '.join(e.label for e in pending)}")
+    report = heal_pending(target, ledger=ledger)
+    print(report.summary())
+    if not report.ok:
+        print("drill: error: some faults could not be undone; do the manual steps above", file=sys.stderr)
+        return 2
+    return 0

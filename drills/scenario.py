@@ -1,0 +1,240 @@
+"""The runbook every fault drill follows, with writes running throughout.
+
+    baseline   fio (rbd engine) and the verifying writer run; nothing is wrong yet
+    detection  the fault is injected; the cluster has not yet marked the lost OSDs down
+               (a silent failure: the detection stall)
+    degraded   the OSDs are marked down; PGs re-peer and serve from the survivors
+    recovery   the fault is healed (power restored: an uncontrolled start); until active+clean
+    after      the cluster is clean again; writes go on; then every acknowledged write is read back
+
+Phase boundaries are what the cluster reports (OSDs marked down, all PGs active, all
+active+clean), recorded as events. While the fault is in force an abort watch heals at
+once and fails the drill if the cluster crosses a hard line: inactive PGs for longer than
+the drill allows, unfound objects, or an OSD outside the blast radius going down.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from drills.cluster import CephCluster, ClusterError, WaitTimeout
+from drills.drill import DrillRecorder
+from drills.faults.base import Fault, FaultSession
+from drills.report.results import LostWrites, ModelInputs
+from drills.target import Target
+from drills.timeline import read_events
+from drills.workloads.fio import FioJob, start_job
+from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How long each phase runs; smoke keeps CI short, nightly gives plateaus worth plotting."""
+
+    baseline: float
+    degraded: float  # plateau after the OSDs are marked down, before power returns
+    after: float
+    max_inactive: float  # abort: PGs inactive longer than this while the fault is in force
+    detection_timeout: float = 120
+    clean_timeout: float = 900
+
+    @classmethod
+    def named(cls, name: str) -> "Pace":
+        paces = {
+            "smoke": cls(baseline=10, degraded=15, after=10, max_inactive=90),
+            "nightly": cls(baseline=30, degraded=60, after=30, max_inactive=120),
+            "full": cls(baseline=60, degraded=180, after=60, max_inactive=180),
+        }
+        if name not in paces:
+            raise ValueError(f"unknown drill pace {name!r}; choose {', '.join(paces)}")
+        return paces[name]
+
+
+def current_pace() -> Pace:
+    return Pace.named(os.environ.get("DRILL_PACE", "smoke"))
+
+
+class DrillAborted(Exception):
+    """The cluster crossed a hard line; the fault was healed at once."""
+
+
+@dataclass
+class AbortWatch:
+    cluster: CephCluster
+    expected_down: set[int]
+    max_inactive: float
+    inactive_since: float | None = None
+
+    def check(self) -> None:
+        s = self.cluster.pg_summary()
+        now = time.monotonic()
+        if s.inactive:
+            self.inactive_since = self.inactive_since or now
+            if now - self.inactive_since > self.max_inactive:
+                raise DrillAborted(f"{s.inactive} PGs inactive for more than {self.max_inactive:.0f} s")
+        else:
+            self.inactive_since = None
+        if s.unfound_objects:
+            raise DrillAborted(f"{s.unfound_objects} unfound objects")
+        up = self.cluster.osds_up()
+        outside = (set(self.cluster.osds_in()) | up) - self.expected_down - up
+        if outside:
+            raise DrillAborted(f"OSDs outside the blast radius went down: {sorted(outside)}")
+
+
+@dataclass(frozen=True)
+class DrillOutcome:
+    lost_writes: LostWrites
+    model: ModelInputs
+
+
+def oom_kills_now() -> int | None:
+    """The kernel's count of OOM kills on this machine (/proc/vmstat oom_kill)."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def measure_write_costs(cluster: CephCluster, pool: str, object_size: int = 4 << 20, rounds: int = 5) -> tuple[float, float]:
+    """(w, r) in ms on the target: a 4 KiB write, and a whole-object read + write (what recovering
+    one object costs before a degraded write may proceed)."""
+    data_small, data_obj = os.urandom(4096), os.urandom(object_size)
+    name = f"drill-costs-{uuid.uuid4().hex[:8]}"
+    small, whole = [], []
+    with cluster.open_ioctx(pool) as io:
+        try:
+            io.write_full(name, data_obj)
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                io.write(name, data_small, 0)
+                small.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                io.read(name, object_size, 0)
+                io.write_full(name, data_obj)
+                whole.append((time.perf_counter() - t0) * 1000)
+        finally:
+            io.remove_object(name)
+    return statistics.median(small), statistics.median(whole)
+
+
+@dataclass
+class FaultDrill:
+    """One run of the runbook. `make_fault` builds the fault from the target."""
+
+    drill: DrillRecorder
+    cluster: CephCluster
+    target: Target
+    faults: FaultSession
+    make_fault: Callable[[Target], Fault]
+    image: str
+    pace: Pace = field(default_factory=current_pace)
+    allow_unavailable: bool = False
+    expect_down: bool = True  # False for faults the cluster never notices as an OSD down
+    _healed_at: float = field(default=0.0, init=False)
+
+    def run(self) -> DrillOutcome:
+        d, c, t, pace = self.drill, self.cluster, self.target, self.pace
+        c.wait_for_clean(timeout=pace.clean_timeout)
+        w_ms, r_ms = measure_write_costs(c, t.cluster.rados_pool)
+        d.note(f"measured on the target: 4 KiB write {w_ms:.1f} ms, 4 MiB object read+write {r_ms:.1f} ms")
+        fault = self.make_fault(t)
+        down = set(fault.takes_down().osds())
+        oom0 = oom_kills_now()
+        job = FioJob(name=f"{d.name}-randwrite", rw="randwrite", bs="4k", iodepth=16, runtime=24 * 3600, size="256M",
+                     ioengine="rbd", pool=t.cluster.rbd_pool, rbdname=self.image,
+                     clientname=t.cluster.client.removeprefix("client."), conf=t.cluster.conf)
+        with c.open_ioctx(t.cluster.rados_pool) as io:
+            writer = VerifyingWriter(RadosObjectBackend(io, prefix=f"drill-{d.name}-{uuid.uuid4().hex[:6]}"),
+                                     d.run_dir / f"{d.name}-verifier.jsonl", d.timeline, VerifierConfig(num_keys=64, rate_per_s=20))
+            with writer:
+                fio = start_job(job, d.timeline)
+                writer.start()
+                try:
+                    self._phases(fault, down, pace)
+                finally:
+                    writer.stop()
+                    result = fio.stop()
+                report = writer.check()
+        oom1 = oom_kills_now()
+        d.measure("recovery", "oom_kills", None if oom0 is None or oom1 is None else oom1 - oom0)
+        d.measure("recovery", "io_errors", sum(1 for ws in writer.ledger.unacked.values() for _ in ws))
+        d.note(report.summary().splitlines()[0])
+        d.note(f"fio {job.name}: exit {result.returncode}, {len(result.intervals)} intervals")
+        flaps = [e for e in read_events(d.run_dir) if e.kind == "cluster.osd_down" and e.t >= self._healed_at]
+        d.measure("recovery", "osd_flaps", len(flaps))
+        d.measure("after", "osd_flaps", len(flaps))
+        pool_size = next((p["size"] for p in c.pools() if p["pool_name"] == t.cluster.rbd_pool), 3)
+        return DrillOutcome(
+            lost_writes=d.lost_writes(writer, report, "rados objects: latest acknowledged seq + crc per key"),
+            model=ModelInputs(small_write_ms=w_ms, object_recovery_ms=r_ms, pool_size=pool_size, object_size=4 << 20),
+        )
+
+    def _phases(self, fault: Fault, down: set[int], pace: Pace) -> None:
+        d, c = self.drill, self.cluster
+        d.phase("baseline")
+        time.sleep(pace.baseline)
+
+        d.phase("detection", fault=fault.label, takes_down=sorted(down))
+        t_inject = time.monotonic()
+        self.faults.inject(fault, allow_unavailable=self.allow_unavailable)
+        watch = AbortWatch(c, down, pace.max_inactive)
+        try:
+            if self.expect_down and down:
+                self._wait(lambda: (not (down & c.osds_up()), f"up {sorted(c.osds_up())}"), pace.detection_timeout,
+                           f"{sorted(down)} marked down", watch)
+                d.measure("detection", "detection_time", time.monotonic() - t_inject)
+            d.phase("degraded", osds_down=sorted(down))
+            t_down = time.monotonic()
+            self._wait(lambda: (c.pg_summary().all_active, "PGs not all active"), pace.max_inactive + 30, "all PGs active", watch)
+            d.measure("degraded", "time_to_active", time.monotonic() - t_down)
+            d.event("note", "all PGs active")
+            end = time.monotonic() + pace.degraded
+            while time.monotonic() < end:
+                watch.check()
+                time.sleep(1)
+        except DrillAborted as e:
+            d.event("abort", str(e))
+            self.faults.heal(fault)
+            raise
+
+        d.phase("recovery", restored=fault.label)
+        t_heal = time.monotonic()
+        self._healed_at = time.time()
+        self.faults.heal(fault)
+        if down:
+            c.wait_for_osds(up=down, timeout=pace.detection_timeout)
+            d.event("note", "OSDs back up", osds=sorted(down))
+        try:
+            c.wait_for_active(timeout=pace.max_inactive)
+            d.measure("recovery", "time_to_active", time.monotonic() - t_heal)
+            c.wait_for_clean(timeout=pace.clean_timeout)
+        except WaitTimeout as e:
+            d.event("abort", f"recovery did not finish: {e}")
+            raise
+        d.measure("recovery", "time_to_clean", time.monotonic() - t_heal)
+        d.phase("after", clean_after=round(time.monotonic() - t_heal, 1))
+        time.sleep(pace.after)
+
+    def _wait(self, check: Callable[[], tuple[bool, str]], timeout: float, what: str, watch: AbortWatch) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            watch.check()
+            try:
+                ok, state = check()
+            except ClusterError as e:
+                ok, state = False, str(e)
+            if ok:
+                return
+            if time.monotonic() > deadline:
+                raise DrillAborted(f"timed out after {timeout:.0f} s waiting for {what}; last state: {state}")
+            time.sleep(0.5)

@@ -1,0 +1,23 @@
+"""Drill host_power_cut: One host loses power: a smaller blast radius than a rack, the same silence.
+
+Runbook (drills/scenario.py), with fio 4k random writes and the verifying writer running throughout:
+ baseline -> inject -> detection (until the cluster marks the OSDs down) -> degraded plateau
+ -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.
+Limits: the `host_power_cut` section of the thresholds file. Phase lengths: DRILL_PACE=smoke|nightly|full.
+"""
+
+from __future__ import annotations
+
+import os
+
+from drills.faults.base import PowerCut
+from drills.scenario import FaultDrill
+
+DRILL = "host_power_cut"
+DRILL_HOST = os.environ.get("DRILL_HOST", "r1h2")
+
+
+def test_host_power_cut(drill, cluster, drill_target, faults, drill_image):
+    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: PowerCut(t, [DRILL_HOST]), drill_image).run()
+    result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
+    drill.assert_passed(result)

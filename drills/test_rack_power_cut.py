@@ -1,0 +1,23 @@
+"""Drill rack_power_cut: Every host of one rack loses power at the same instant: its OSDs die and its network falls silent.
+
+Runbook (drills/scenario.py), with fio 4k random writes and the verifying writer running throughout:
+ baseline -> inject -> detection (until the cluster marks the OSDs down) -> degraded plateau
+ -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.
+Limits: the `rack_power_cut` section of the thresholds file. Phase lengths: DRILL_PACE=smoke|nightly|full.
+"""
+
+from __future__ import annotations
+
+import os
+
+from drills.faults.base import RackPowerCut
+from drills.scenario import FaultDrill
+
+DRILL = "rack_power_cut"
+DRILL_RACK = os.environ.get("DRILL_RACK", "rack2")
+
+
+def test_rack_power_cut(drill, cluster, drill_target, faults, drill_image):
+    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: RackPowerCut(t, DRILL_RACK), drill_image).run()
+    result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
+    drill.assert_passed(result)

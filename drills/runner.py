@@ -9,7 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from drills.target import TargetError, load_target
+from drills.faults.base import FaultError
+from drills.target import Target, TargetError, load_target
+from drills.thresholds import ThresholdsError, load_thresholds
 
 # Suites name drill modules (pytest modules inside the drills package).
 FAULT_DRILLS = ["drills.test_osd_kill", "drills.test_hung_osd", "drills.test_host_power_cut", "drills.test_rack_partition"]
@@ -37,6 +39,36 @@ def check_report_dir(report_dir: str) -> Path:
     return p
 
 
+def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None, out: Path) -> None:
+    """What a run would do, from the drill modules themselves; nothing is touched."""
+    import importlib
+
+    from drills.scenario import Pace
+
+    limits = load_thresholds(thresholds)
+    pace = Pace.named(SUITE_PACE[suite])
+    print(f"plan: suite {suite!r} on {t.cluster.name} ({t.path}), destructive={t.destructive}, thresholds {limits.path}")
+    for name in modules:
+        mod = importlib.import_module(name)
+        drill = getattr(mod, "DRILL", name)
+        print(f"- {drill} ({name})")
+        make_fault = getattr(mod, "make_fault", None)
+        if make_fault is None:
+            print("    fault: none (non-destructive)")
+            print("    workloads: fio rbd 4k randwrite + verifying writer (RADOS)")
+        else:
+            fault = make_fault(t)
+            o = fault.takes_down()
+            print(f"    fault: {fault.label} ({fault.description}); takes down hosts {sorted(o.hosts) or '-'}, "
+                  f"OSDs {sorted(o.osds()) or '-'}")
+            print(f"    phases: warm-up {pace.warmup:.0f} s, baseline {pace.baseline:.0f} s, detection, degraded {pace.degraded:.0f} s, "
+                  f"recovery (until active+clean), after {pace.after:.0f} s")
+            print("    workloads: fio rbd 4k randwrite iodepth 16 + verifying writer (RADOS, 20 writes/s)")
+        for th in limits.for_drill(drill):
+            print(f"    limit {th.phase:9s} {th.key} = {th.written}")
+    print(f"reports under {out}/<run-id>/; nothing was touched")
+
+
 def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, dry_run: bool, extra: list[str]) -> int:
     import pytest
 
@@ -45,18 +77,18 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
         return 2
     try:
         t = load_target(target)
-        if thresholds is not None and not Path(thresholds).is_file():
-            raise RunError(f"thresholds file {thresholds} does not exist")
+        load_thresholds(thresholds)  # unknown keys or units: exit 2 before anything is touched
         out = check_report_dir(report_dir)
-    except (TargetError, RunError) as e:
+    except (TargetError, RunError, ThresholdsError) as e:
         print(f"drill: error: {e}", file=sys.stderr)
         return 2
     modules = SUITES[suite]
     if dry_run:
-        print(f"plan for suite {suite!r} on {t.cluster.name} ({t.path}), destructive={t.destructive}:")
-        for m in modules:
-            print(f"  drill module {m}")
-        print(f"  reports under {out}/<run-id>/; nothing was touched")
+        try:
+            print_plan(t, suite, modules, thresholds, out)
+        except (ThresholdsError, TargetError, FaultError) as e:
+            print(f"drill: error: {e}", file=sys.stderr)
+            return 2
         return 0
     from drills.plugin import new_run_id
 

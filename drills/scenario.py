@@ -29,7 +29,7 @@ from drills.faults.base import Fault, FaultSession
 from drills.report.results import LostWrites, ModelInputs
 from drills.target import Target
 from drills.timeline import read_events
-from drills.workloads.fio import FioJob, start_job
+from drills.workloads.fio import FioJob, FioRunner, start_job
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 
@@ -37,6 +37,7 @@ from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, Verify
 class Pace:
     """How long each phase runs; smoke keeps CI short, nightly gives plateaus worth plotting."""
 
+    warmup: float  # writes before the baseline: caches fill, so "before" is a warm cluster
     baseline: float
     degraded: float  # plateau after the OSDs are marked down, before power returns
     after: float
@@ -47,9 +48,9 @@ class Pace:
     @classmethod
     def named(cls, name: str) -> "Pace":
         paces = {
-            "smoke": cls(baseline=10, degraded=15, after=10, max_inactive=90),
-            "nightly": cls(baseline=30, degraded=60, after=30, max_inactive=120),
-            "full": cls(baseline=60, degraded=180, after=60, max_inactive=180),
+            "smoke": cls(warmup=20, baseline=10, degraded=15, after=10, max_inactive=90),
+            "nightly": cls(warmup=60, baseline=30, degraded=60, after=30, max_inactive=120),
+            "full": cls(warmup=120, baseline=60, degraded=180, after=60, max_inactive=180),
         }
         if name not in paces:
             raise ValueError(f"unknown drill pace {name!r}; choose {', '.join(paces)}")
@@ -86,6 +87,11 @@ class AbortWatch:
         outside = (set(self.cluster.osds_in()) | up) - self.expected_down - up
         if outside:
             raise DrillAborted(f"OSDs outside the blast radius went down: {sorted(outside)}")
+
+
+# A block device client waits out a stall rather than failing the write; only a write the
+# cluster never answers within this long is an I/O error.
+WRITE_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -155,19 +161,19 @@ class FaultDrill:
                      clientname=t.cluster.client.removeprefix("client."), conf=t.cluster.conf)
         with c.open_ioctx(t.cluster.rados_pool) as io:
             writer = VerifyingWriter(RadosObjectBackend(io, prefix=f"drill-{d.name}-{uuid.uuid4().hex[:6]}"),
-                                     d.run_dir / f"{d.name}-verifier.jsonl", d.timeline, VerifierConfig(num_keys=64, rate_per_s=20))
+                                     d.run_dir / f"{d.name}-verifier.jsonl", d.timeline, VerifierConfig(num_keys=64, rate_per_s=20, write_timeout_s=WRITE_TIMEOUT_S))
             with writer:
                 fio = start_job(job, d.timeline)
                 writer.start()
                 try:
-                    self._phases(fault, down, pace)
+                    self._phases(fault, down, pace, fio)
                 finally:
                     writer.stop()
                     result = fio.stop()
                 report = writer.check()
         oom1 = oom_kills_now()
         d.measure("recovery", "oom_kills", None if oom0 is None or oom1 is None else oom1 - oom0)
-        d.measure("recovery", "io_errors", sum(1 for ws in writer.ledger.unacked.values() for _ in ws))
+        self._measure_io_errors(writer, result.returncode)
         d.note(report.summary().splitlines()[0])
         d.note(f"fio {job.name}: exit {result.returncode}, {len(result.intervals)} intervals")
         flaps = [e for e in read_events(d.run_dir) if e.kind == "cluster.osd_down" and e.t >= self._healed_at]
@@ -179,8 +185,23 @@ class FaultDrill:
             model=ModelInputs(small_write_ms=w_ms, object_recovery_ms=r_ms, pool_size=pool_size, object_size=4 << 20),
         )
 
-    def _phases(self, fault: Fault, down: set[int], pace: Pace) -> None:
+    def _measure_io_errors(self, writer: VerifyingWriter, fio_returncode: int | None) -> None:
+        """Writes that failed or never returned, counted in the phase that issued them."""
+        spans = [(e.t, e.label) for e in read_events(self.drill.run_dir) if e.kind == "phase" and e.data.get("drill") == self.drill.name]
+        counts = {label: 0 for _, label in spans if label != "end"}
+        for w in (w for ws in writer.ledger.unacked.values() for w in ws):
+            phase = next((label for t, label in reversed(spans) if t <= w.issued_at), None)
+            if phase in counts:
+                counts[phase] += 1
+        if fio_returncode not in (0, None):
+            counts["after"] = counts.get("after", 0) + 1  # fio reported errors (see its notes)
+        for phase, n in counts.items():
+            self.drill.measure(phase, "io_errors", n)
+
+    def _phases(self, fault: Fault, down: set[int], pace: Pace, fio: FioRunner) -> None:
         d, c = self.drill, self.cluster
+        d.event("note", "warm-up", seconds=pace.warmup)
+        time.sleep(pace.warmup)
         d.phase("baseline")
         time.sleep(pace.baseline)
 
@@ -193,11 +214,18 @@ class FaultDrill:
                 self._wait(lambda: (not (down & c.osds_up()), f"up {sorted(c.osds_up())}"), pace.detection_timeout,
                            f"{sorted(down)} marked down", watch)
                 d.measure("detection", "detection_time", time.monotonic() - t_inject)
-            d.phase("degraded", osds_down=sorted(down))
+                d.event("note", "OSDs marked down", osds=sorted(down))
             t_down = time.monotonic()
             self._wait(lambda: (c.pg_summary().all_active, "PGs not all active"), pace.max_inactive + 30, "all PGs active", watch)
             d.measure("degraded", "time_to_active", time.monotonic() - t_down)
             d.event("note", "all PGs active")
+            # The stall ends when clients see IO flow again: the first fio report taken after
+            # the PGs went active carries the writes that waited out the stall.
+            t_active = time.time()
+            settle = time.monotonic() + 10
+            while time.monotonic() < settle and not any(i.t > t_active + 0.2 for i in fio.intervals()):
+                time.sleep(0.2)
+            d.phase("degraded", osds_down=sorted(down))
             end = time.monotonic() + pace.degraded
             while time.monotonic() < end:
                 watch.check()

@@ -17,7 +17,11 @@ DRILL = "host_power_cut"
 DRILL_HOST = os.environ.get("DRILL_HOST", "r1h2")
 
 
+def make_fault(t):
+    return PowerCut(t, [DRILL_HOST])
+
+
 def test_host_power_cut(drill, cluster, drill_target, faults, drill_image):
-    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: PowerCut(t, [DRILL_HOST]), drill_image).run()
+    outcome = FaultDrill(drill, cluster, drill_target, faults, make_fault, drill_image).run()
     result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
     drill.assert_passed(result)

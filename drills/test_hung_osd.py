@@ -17,7 +17,11 @@ DRILL = "hung_osd"
 DRILL_OSD = os.environ.get("DRILL_OSD", "osd.1")
 
 
+def make_fault(t):
+    return DaemonHang(t, DRILL_OSD)
+
+
 def test_hung_osd(drill, cluster, drill_target, faults, drill_image):
-    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: DaemonHang(t, DRILL_OSD), drill_image).run()
+    outcome = FaultDrill(drill, cluster, drill_target, faults, make_fault, drill_image).run()
     result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
     drill.assert_passed(result)

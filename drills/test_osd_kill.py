@@ -17,7 +17,11 @@ DRILL = "osd_kill"
 DRILL_OSD = os.environ.get("DRILL_OSD", "osd.3")
 
 
+def make_fault(t):
+    return DaemonKill(t, DRILL_OSD)
+
+
 def test_osd_kill(drill, cluster, drill_target, faults, drill_image):
-    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: DaemonKill(t, DRILL_OSD), drill_image).run()
+    outcome = FaultDrill(drill, cluster, drill_target, faults, make_fault, drill_image).run()
     result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
     drill.assert_passed(result)

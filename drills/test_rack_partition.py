@@ -17,7 +17,11 @@ DRILL = "rack_partition"
 DRILL_RACK = os.environ.get("DRILL_RACK", "rack3")
 
 
+def make_fault(t):
+    return NetworkPartition(t, [h.name for h in t.rack(DRILL_RACK).hosts])
+
+
 def test_rack_partition(drill, cluster, drill_target, faults, drill_image):
-    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: NetworkPartition(t, [h.name for h in t.rack(DRILL_RACK).hosts]), drill_image).run()
+    outcome = FaultDrill(drill, cluster, drill_target, faults, make_fault, drill_image).run()
     result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
     drill.assert_passed(result)

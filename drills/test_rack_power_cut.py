@@ -17,7 +17,11 @@ DRILL = "rack_power_cut"
 DRILL_RACK = os.environ.get("DRILL_RACK", "rack2")
 
 
+def make_fault(t):
+    return RackPowerCut(t, DRILL_RACK)
+
+
 def test_rack_power_cut(drill, cluster, drill_target, faults, drill_image):
-    outcome = FaultDrill(drill, cluster, drill_target, faults, lambda t: RackPowerCut(t, DRILL_RACK), drill_image).run()
+    outcome = FaultDrill(drill, cluster, drill_target, faults, make_fault, drill_image).run()
     result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
     drill.assert_passed(result)

@@ -6,10 +6,17 @@
 
 The baseline is the restore loop of bug 1865011 before its fix: read the whole object,
 decompress it whole, write it synchronously (and fsync), keeping both buffers alive until the
-next object.  Both restore the same backup N times at once into files on this machine
-(`--sink rbd` is reserved for the cluster and not implemented yet).  Each run is its own
-subprocess; its peak RSS is the child's own VmHWM (/proc/self/status) read as it ends.
-The engine verifies md5 and sha256 while it streams; the baseline (like Cinder) does not.
+next object.  Both restore the same backup N times at once into files on this machine, or
+with `--sink rbd --target FILE` into N new RBD images of the target's cluster (drills.restore.
+isolated: the baseline writes with synchronous Image.write, so librbd copies each chunk as in
+the bug).  With `--sink rbd` each configuration also measures the cluster's raw RBD write
+rate in the same run: N images written with 4 MiB aio_writes by the same kind of child.
+Each run is its own subprocess; its peak RSS is the child's own VmHWM (/proc/self/status)
+read as it ends.  The engine verifies md5 and sha256 while it streams; the baseline (like
+Cinder) does not.  `--malloc-arena-max 2` (default) is given to the engine child only.
+
+    .venv/bin/python benchmarks/restore_bench.py --sink rbd --target /var/lib/ceph-drills/h5/target.toml \
+        --concurrency 1,15,41 --chunk-mib 16,64 --codec zlib --volume-mib 128 --budget 256MiB
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +43,9 @@ from drills.restore.budget import format_size, parse_size  # noqa: E402
 from drills.restore.engine import EngineConfig, RestoreEngine, file_job  # noqa: E402
 from drills.restore.format import cinder_prefix, write_backup  # noqa: E402
 from drills.restore.store import PosixBackupStore  # noqa: E402
+
+if TYPE_CHECKING:
+    from drills.restore.sinks import RbdConnection
 
 MiB = 1 << 20
 
@@ -130,7 +141,10 @@ def run_child(mode: str, backup: Path, concurrency: int, outdir: Path, args: arg
     cmd = [sys.executable, __file__, "_child", "--mode", mode, "--backup", str(backup), "--concurrency",
            str(concurrency), "--outdir", str(outdir), "--budget", str(args.budget), "--window", str(args.window),
            "--read-piece", str(args.read_piece)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if mode == "engine" and args.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     out = proc.stdout.read() if proc.stdout else ""
     _pid, status, _usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -154,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=parse_size, default=parse_size("4MiB"))
     parser.add_argument("--read-piece", type=parse_size, default=parse_size("1MiB"))
     parser.add_argument("--sink", choices=("file", "rbd"), default="file")
+    parser.add_argument("--target", default="", help="drills target file (cluster) for --sink rbd")
+    parser.add_argument("--pool", default="", help="RBD pool for --sink rbd (default: the target's)")
+    parser.add_argument("--malloc-arena-max", default="2", help="MALLOC_ARENA_MAX of the engine child ('' = unset)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline (its RSS is N x chunks)")
     parser.add_argument("--workdir", default="", help="scratch directory (default: a temporary one)")
     # child-only
     parser.add_argument("--mode", choices=("engine", "baseline"))
@@ -164,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency = int(args.concurrency)
         return child(args)
     if args.sink == "rbd":
-        raise SystemExit("--sink rbd needs the sandbox cluster; not implemented yet")
+        return bench_rbd(args)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="restore-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +213,89 @@ def main(argv: list[str] | None = None) -> int:
                     print(row, flush=True)
                 shutil.rmtree(store.root, ignore_errors=True)
     finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print("\n".join(rows))
+    return 0
+
+
+# --- RBD sink ----------------------------------------------------------------------------
+
+def _remove_images(connection: "RbdConnection", pool: str, names: list[str]) -> None:
+    import rbd
+
+    ioctx = connection.ioctx(pool)
+    present = set(rbd.RBD().list(ioctx))
+    for name in names:
+        if name in present:
+            rbd.RBD().remove(ioctx, name)
+
+
+def bench_rbd(args: argparse.Namespace) -> int:
+    from drills.restore.isolated import BackupRef, IsolatedJob, IsolatedRunSpec, run_isolated
+    from drills.restore.sinks import RbdConnection
+    from drills.target import load_target
+
+    if not args.target:
+        raise SystemExit("--sink rbd needs --target FILE (the cluster)")
+    pool = args.pool or load_target(args.target).cluster.rbd_pool
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="restore-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    volume = workdir / "volume.img"
+    make_volume_file(volume, args.volume_mib * MiB)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    arena = {"MALLOC_ARENA_MAX": args.malloc_arena_max} if args.malloc_arena_max else {}
+    header = (f"{'chunk':>7} {'codec':>5} {'conc':>4} | {'baseline RSS':>12} {'engine RSS':>10} {'budget':>9} "
+              f"{'eng/budget':>10} {'base/eng':>8} | {'raw MB/s':>8} {'base MB/s':>9} {'eng MB/s':>8} "
+              f"{'eng/raw':>7} {'base/raw':>8}")
+    rows = [header, "-" * len(header)]
+    print(f"rbd pool {pool}: volume {args.volume_mib} MiB per restore, budget {format_size(args.budget)}, window "
+          f"{format_size(args.window)}, read piece {format_size(args.read_piece)}, engine env {arena or 'default'}; "
+          "MB/s = volume bytes restored per second (zero stretches skipped by the engine count)", flush=True)
+    connection = RbdConnection.from_target(args.target)
+    tag = os.urandom(3).hex()
+    try:
+        for chunk_mib in [int(c) for c in args.chunk_mib.split(",")]:
+            for codec in args.codec.split(","):
+                store = PosixBackupStore(workdir / f"backup-{chunk_mib}-{codec}")
+                prefix = cinder_prefix("bench-volume", f"bench-{chunk_mib}-{codec}")
+                write_backup(volume, store, prefix, chunk_mib * MiB, codec)
+                ref = BackupRef("posix", str(store.root), prefix)
+                for conc in concurrencies:
+                    results = {}
+                    for mode in ("raw", "baseline", "engine"):
+                        if mode == "baseline" and args.no_baseline:
+                            continue
+                        names = [f"bench-{tag}-{mode}-{chunk_mib}-{codec}-{conc}-{i}" for i in range(conc)]
+                        spec = IsolatedRunSpec(mode, args.target, pool,
+                                               tuple(IsolatedJob(None if mode == "raw" else ref, n) for n in names),
+                                               budget_bytes=args.budget, concurrency=conc, window_bytes=args.window,
+                                               read_piece_bytes=args.read_piece,
+                                               raw_bytes_per_image=args.volume_mib * MiB,
+                                               malloc_env=arena if mode == "engine" else {})
+                        try:
+                            result = run_isolated(spec, timeout=3600)
+                        finally:
+                            _remove_images(connection, pool, names)
+                        if result.failed:
+                            raise SystemExit(f"{mode} run failed: {result.failed[0].error} {result.stderr_tail[-500:]}")
+                        results[mode] = result
+                    raw, eng = results["raw"], results["engine"]
+                    base = results.get("baseline")
+                    raw_rate, eng_rate = raw.mb_per_s_logical, eng.mb_per_s_logical
+                    base_rss = format_size(base.vm_hwm_bytes) if base else "-"
+                    base_ratio = f"{base.vm_hwm_bytes / eng.vm_hwm_bytes:>7.1f}x" if base else f"{'-':>8}"
+                    base_rate = f"{base.mb_per_s_logical:>9.0f}" if base else f"{'-':>9}"
+                    base_raw = f"{base.mb_per_s_logical / raw_rate:>8.2f}" if base else f"{'-':>8}"
+                    row = (f"{chunk_mib:>4}MiB {codec:>5} {conc:>4} | {base_rss:>12} {format_size(eng.vm_hwm_bytes):>10} "
+                           f"{format_size(args.budget):>9} {eng.vm_hwm_bytes / args.budget:>10.2f} {base_ratio} | "
+                           f"{raw_rate:>8.0f} {base_rate} {eng_rate:>8.0f} {eng_rate / raw_rate:>7.2f} {base_raw}")
+                    rows.append(row)
+                    print(row, flush=True)
+                shutil.rmtree(store.root, ignore_errors=True)
+    finally:
+        connection.close()
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     print()

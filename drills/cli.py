@@ -201,7 +201,7 @@ def build_parser() -> ArgParser:
     up.add_argument("--hosts-per-rack", type=int, default=2)
     up.add_argument("--osds-per-host", type=int, default=1)
     up.add_argument("--subnet", default=DEFAULT_SUBNET, help="addresses of the sandbox's bridge and hosts (default %(default)s)")
-    up.add_argument("--osd-size", type=_size, default=16 * GiB, help="sparse BlueStore file per OSD (default 16GiB)")
+    up.add_argument("--osd-size", type=_size, default=8 * GiB, help="sparse BlueStore file per OSD; all of them must fit the disk when full (default 8GiB)")
     up.add_argument("--osd-memory-target", type=_size, default=1 * GiB, help="osd_memory_target (default 1GiB)")
     up.add_argument("--no-rgw", action="store_true", help="do not start radosgw")
     up.add_argument("--timeout", type=float, default=300, help="seconds to wait for HEALTH_OK")

@@ -15,13 +15,20 @@ from drills.thresholds import ThresholdsError, load_thresholds
 
 # Suites name drill modules (pytest modules inside the drills package).
 FAULT_DRILLS = ["drills.test_osd_kill", "drills.test_hung_osd", "drills.test_host_power_cut", "drills.test_rack_partition"]
+RESTORE = "drills.test_concurrent_restore"
 SUITES: dict[str, list[str]] = {
-    "smoke": ["drills.test_smoke", "drills.test_rack_power_cut"],
-    "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS],
-    "full": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS],
+    "smoke": ["drills.test_smoke", "drills.test_rack_power_cut", RESTORE],
+    "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE],
+    "full": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE],
 }
-# Phase lengths per suite (drills/scenario.py Pace): smoke keeps a run to minutes.
+# Phase lengths (drills/scenario.py Pace) and drill sizes per suite: smoke keeps a run to minutes;
+# nightly and full run the restore drill at the bug's size (41 restores).
 SUITE_PACE = {"smoke": "smoke", "nightly": "nightly", "full": "full"}
+SUITE_ENV: dict[str, dict[str, str]] = {
+    "smoke": {"DRILL_RESTORE_COUNT": "4", "DRILL_RESTORE_VOLUME_MIB": "16", "DRILL_RESTORE_CHUNK_MIB": "4", "DRILL_RESTORE_RAW_SECONDS": "5"},
+    "nightly": {},
+    "full": {"DRILL_RESTORE_FAULT": "rack_power_cut:rack1"},
+}
 
 
 class RunError(Exception):
@@ -53,7 +60,12 @@ def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None
         drill = getattr(mod, "DRILL", name)
         print(f"- {drill} ({name})")
         make_fault = getattr(mod, "make_fault", None)
-        if make_fault is None:
+        if name == RESTORE:
+            env = {**SUITE_ENV[suite], **{k: v for k, v in os.environ.items() if k.startswith("DRILL_RESTORE_")}}
+            print(f"    restores: {env.get('DRILL_RESTORE_COUNT', '41')} x {env.get('DRILL_RESTORE_VOLUME_MIB', '128')} MiB volumes, "
+                  f"{env.get('DRILL_RESTORE_CHUNK_MIB', '64')} MiB zlib chunks, budget {env.get('DRILL_RESTORE_BUDGET', '256MiB')}; "
+                  f"fault: {env.get('DRILL_RESTORE_FAULT') or 'none'}")
+        elif make_fault is None:
             print("    fault: none (non-destructive)")
             print("    workloads: fio rbd 4k randwrite + verifying writer (RADOS)")
         else:
@@ -106,5 +118,7 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
         *extra,
     ]
     os.environ.setdefault("DRILL_PACE", SUITE_PACE[suite])
+    for k, v in SUITE_ENV[suite].items():
+        os.environ.setdefault(k, v)  # the caller's environment wins
     rc = int(pytest.main(args))
     return {0: 0, 1: 1}.get(rc, 2)

@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
@@ -43,6 +42,8 @@ from drills.restore.budget import format_size, parse_size
 from drills.restore.format import WrittenBackup, cinder_prefix, metadata_name, sha256file_name, write_backup
 from drills.restore.isolated import BackupRef, IsolatedJob, IsolatedRunResult, IsolatedRunSpec, run_isolated
 from drills.restore.verify import ImageDigest, bytes_digest, rbd_image_digest
+from drills.faults.base import Fault, FaultSession, RackPowerCut
+from drills.scenario import oom_kills_now
 from drills.target import Target
 from drills.workloads.fio import FioJob, run_job
 
@@ -85,45 +86,24 @@ class RestoreDrillSettings:
 
 # --- the fault hook ----------------------------------------------------------------------
 
-class RestoreFault(Protocol):
-    """What the drill needs from a fault: inject while restores run, heal afterwards."""
-
-    label: str
-
-    def inject(self) -> None: ...
-
-    def heal(self) -> None: ...
-
-
-def fault_from_setting(setting: str, target: Target) -> RestoreFault | None:
-    """DRILL_RESTORE_FAULT ("" = none, "rack_power_cut:RACK" = cut RACK's power during the restores).
-
-    The hook is here; the fault classes (drills/faults/) are being finished elsewhere. Until
-    they are, a requested fault is a set-up error rather than a silently fault-free run.
-    """
+def fault_from_setting(setting: str, target: Target) -> Fault | None:
+    """DRILL_RESTORE_FAULT ("" = none, "rack_power_cut:RACK" = cut RACK's power during the restores)."""
     if not setting:
         return None
     kind, _, subject = setting.partition(":")
     if kind != "rack_power_cut" or not subject:
         raise pytest.UsageError(f"DRILL_RESTORE_FAULT={setting!r}: expected rack_power_cut:RACK")
-    if not target.destructive:
-        raise pytest.UsageError("DRILL_RESTORE_FAULT needs a target with destructive = true")
-    raise pytest.UsageError("DRILL_RESTORE_FAULT: wire drills.faults' rack power cut into fault_from_setting "
-                            "(drills/test_concurrent_restore.py) once drills/faults/ provides it")
+    return RackPowerCut(target, subject)
 
 
 @contextmanager
-def fault_during(drill, fault: RestoreFault | None) -> Iterator[None]:
+def fault_during(faults: FaultSession, fault: Fault | None) -> Iterator[None]:
+    """The fault is in force while the restores run; the session records, guards and heals it."""
     if fault is None:
         yield
         return
-    fault.inject()
-    drill.event("fault.inject", fault.label)
-    try:
+    with faults.injected(fault):
         yield
-    finally:
-        fault.heal()
-        drill.event("fault.heal", fault.label)
 
 
 # --- backups -----------------------------------------------------------------------------
@@ -236,14 +216,9 @@ def verify_images(cluster, pool: str, jobs: list[IsolatedJob], expected: dict[st
     return exact, sum(d for _, d, _ in checked), [p for _, _, p in checked if p]
 
 
-def _oom_kills() -> int:
-    for line in Path("/proc/vmstat").read_text().splitlines():
-        if line.startswith("oom_kill "):
-            return int(line.split()[1])
-    return 0
 
 
-def test_concurrent_restores_into_rbd(drill, cluster, drill_target: Target, timeline, settings: RestoreDrillSettings,
+def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Target, timeline, settings: RestoreDrillSettings,
                                       source_backups: list[SourceBackup], image_names: list[str]) -> None:
     fault = fault_from_setting(settings.fault, drill_target)
     cluster.wait_for_health_ok(timeout=300)
@@ -267,11 +242,11 @@ def test_concurrent_restores_into_rbd(drill, cluster, drill_target: Target, time
                            concurrency=settings.count, malloc_env=malloc_env)
 
     drill.phase("recovery", restores=settings.count, budget=settings.budget_bytes)
-    oom_before = _oom_kills()
-    with fault_during(drill, fault):
+    oom_before = oom_kills_now()
+    with fault_during(faults, fault):
         result = run_isolated(spec, on_rss=lambda t, rss: timeline.sample("restore.rss.bytes", rss, t=t, process="restore"),
                               timeout=3600)
-    oom_kills = _oom_kills() - oom_before + (1 if result.exit_status == -9 else 0)
+    oom_kills = (oom_kills_now() or 0) - (oom_before or 0) + (1 if result.exit_status == -9 else 0)
     failed = len(result.failed)
     restore_rate = result.bytes_logical / result.seconds if result.seconds else 0.0
     peak_rss = result.vm_hwm_bytes or result.sampled_rss_max_bytes or None

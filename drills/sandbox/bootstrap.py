@@ -161,7 +161,23 @@ def check_prerequisites(spec: SandboxSpec) -> None:
         import rbd  # noqa: F401
     except ImportError:
         raise SandboxError("python3-rados/python3-rbd are not importable; use the venv made by scripts/setup.sh") from None
-    spec.validate(psutil.virtual_memory().available + _own_sandbox_memory(spec))
+    spec.validate(psutil.virtual_memory().available + _own_sandbox_memory(spec), _disk_free_for(spec))
+
+
+def _disk_free_for(spec: SandboxSpec) -> int:
+    """Free space where the sandbox will live, counting what a sandbox there now holds (up replaces it)."""
+    p = spec.path
+    while not p.exists():
+        p = p.parent
+    held = 0
+    if spec.path.exists():
+        for f in spec.path.rglob("*"):
+            try:
+                if f.is_file() and not f.is_symlink():
+                    held += f.stat().st_blocks * 512
+            except OSError:
+                pass
+    return shutil.disk_usage(p).free + held
 
 
 def _own_sandbox_memory(spec: SandboxSpec) -> int:

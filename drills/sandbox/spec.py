@@ -50,7 +50,7 @@ class SandboxSpec:
     osds_per_host: int = 1
     subnet: str = DEFAULT_SUBNET
     prefix: str = DEFAULT_PREFIX  # short tag for namespaces, links, cgroups, nft tables
-    osd_size: int = 16 * GiB  # sparse BlueStore file per OSD
+    osd_size: int = 8 * GiB  # sparse BlueStore file per OSD (its size when full)
     osd_memory_target: int = 1 * GiB
     rgw: bool = True
     extra_conf: dict[str, str] = field(default_factory=dict)
@@ -136,7 +136,12 @@ class SandboxSpec:
                 return h
         raise SandboxError(f"the sandbox has no host {name!r}")
 
-    def validate(self, mem_available: int | None = None) -> None:
+    @property
+    def disk_needed(self) -> int:
+        """Disk the sandbox may take: every sparse OSD file full, plus mon/mgr/logs."""
+        return self.osd_count * self.osd_size + 2 * GiB
+
+    def validate(self, mem_available: int | None = None, disk_free: int | None = None) -> None:
         for what, n in (("racks", self.racks), ("hosts per rack", self.hosts_per_rack), ("OSDs per host", self.osds_per_host)):
             if n < 1:
                 raise SandboxError(f"{what} must be at least 1 (got {n})")
@@ -150,6 +155,11 @@ class SandboxSpec:
             raise SandboxError(f"subnet {self.subnet} is too small for {self.racks * self.hosts_per_rack} hosts; use a /24")
         if not Path(self.dir).is_absolute():
             raise SandboxError(f"sandbox directory {self.dir!r} must be an absolute path")
+        if disk_free is not None and self.disk_needed > disk_free:
+            raise SandboxError(
+                f"{self.osd_count} OSD files of {self.osd_size / GiB:.0f} GiB need up to {self.disk_needed / GiB:.0f} GiB when full "
+                f"but {disk_free / GiB:.0f} GiB is free under {self.dir}; pass a smaller --osd-size or fewer OSDs"
+            )
         if mem_available is not None and self.memory_needed > mem_available:
             raise SandboxError(
                 f"{self.osd_count} OSDs at osd_memory_target {self.osd_memory_target // MiB} MiB need about "

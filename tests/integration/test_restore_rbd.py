@@ -286,7 +286,7 @@ def test_budget_below_one_restores_minimum_is_refused_before_any_image(restore_e
 # --- the CLI -------------------------------------------------------------------------------
 
 def _drill(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "drills.restore.cli", "restore", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "drills.cli", "restore", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

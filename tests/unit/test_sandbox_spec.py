@@ -56,6 +56,12 @@ def test_too_many_osds_for_memory():
         SandboxSpec(racks=10, hosts_per_rack=4, osds_per_host=2).validate(mem_available=24 * GiB)
 
 
+def test_osd_files_must_fit_the_disk_when_full():
+    with pytest.raises(SandboxError, match="smaller --osd-size"):
+        SandboxSpec(osd_size=16 * GiB).validate(disk_free=50 * GiB)
+    SandboxSpec(osd_size=8 * GiB).validate(disk_free=50 * GiB)
+
+
 def test_key_format():
     import base64
 

@@ -22,7 +22,6 @@ Cinder) does not.  `--malloc-arena-max 2` (default) is given to the engine child
 from __future__ import annotations
 
 import argparse
-import bz2
 import json
 import os
 import random
@@ -31,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from drills.restore.compression import decompress_whole  # noqa: E402
 from drills.restore.budget import format_size, parse_size  # noqa: E402
 from drills.restore.engine import EngineConfig, RestoreEngine, file_job  # noqa: E402
 from drills.restore.format import cinder_prefix, write_backup  # noqa: E402
@@ -74,7 +73,6 @@ def make_volume_file(path: Path, size: int, seed: int = 42) -> None:
 
 def _baseline_one(store_dir: Path, prefix: str, out: Path) -> int:
     """Cinder's _restore_v1 before the fix, minus eventlet."""
-    import zstandard
 
     meta = json.loads((store_dir / f"{prefix}_metadata").read_bytes())
     written = 0
@@ -83,16 +81,7 @@ def _baseline_one(store_dir: Path, prefix: str, out: Path) -> int:
             object_name, obj = list(metadata_object.items())[0]
             with open(store_dir / object_name, "rb") as reader:
                 body = reader.read()
-            algorithm = (obj["compression"] or "none").lower()
-            volume_file.seek(obj["offset"])
-            if algorithm in ("zlib", "gzip"):
-                decompressed = zlib.decompress(body)
-            elif algorithm in ("bz2", "bzip2"):
-                decompressed = bz2.decompress(body)
-            elif algorithm == "zstd":
-                decompressed = zstandard.ZstdDecompressor().decompress(body)
-            else:
-                decompressed = body
+            decompressed = decompress_whole(body, obj["compression"])
             volume_file.write(decompressed)
             volume_file.flush()
             os.fsync(volume_file.fileno())

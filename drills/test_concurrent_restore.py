@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor

@@ -17,8 +17,6 @@ import os
 import time
 import uuid
 
-import pytest
-
 from drills.workloads.fio import FioJob, run_job
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
@@ -26,20 +24,7 @@ DRILL = "smoke"
 SMOKE_SECONDS = int(os.environ.get("DRILL_SMOKE_SECONDS", "20"))
 
 
-@pytest.fixture
-def rbd_image(cluster, drill_target):
-    import rbd
-
-    name = f"drill-smoke-{uuid.uuid4().hex[:10]}"
-    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
-        rbd.RBD().create(io, name, 256 << 20)
-        try:
-            yield name
-        finally:
-            rbd.RBD().remove(io, name)
-
-
-def test_health_and_io(drill, cluster, drill_target, timeline, rbd_image, run_dir):
+def test_health_and_io(drill, cluster, drill_target, timeline, drill_image, run_dir):
     t0 = time.monotonic()
     cluster.wait_for_health_ok(timeout=300)
     drill.event("note", "HEALTH_OK", seconds=round(time.monotonic() - t0, 1))
@@ -47,7 +32,7 @@ def test_health_and_io(drill, cluster, drill_target, timeline, rbd_image, run_di
     drill.phase("baseline")
     job = FioJob(
         name="smoke-randwrite", rw="randwrite", bs="4k", iodepth=16, runtime=SMOKE_SECONDS, size="256M",
-        ioengine="rbd", pool=drill_target.cluster.rbd_pool, rbdname=rbd_image,
+        ioengine="rbd", pool=drill_target.cluster.rbd_pool, rbdname=drill_image,
         clientname=drill_target.cluster.client.removeprefix("client."), conf=drill_target.cluster.conf,
     )
     with cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
@@ -81,13 +66,13 @@ def test_rados_object_round_trip(cluster, drill_target, timeline):
     assert hashlib.sha256(back).hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
-def test_rbd_image_round_trip(cluster, drill_target, rbd_image):
+def test_drill_image_round_trip(cluster, drill_target, drill_image):
     import rbd
 
     size = 16 << 20
     payload = os.urandom(size)
     with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
-        with rbd.Image(io, rbd_image) as img:
+        with rbd.Image(io, drill_image) as img:
             img.write(payload, 0)
             img.flush()
             back = img.read(0, size)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jinja2
 from markupsafe import Markup
 
-from drills.model import ARTICLE_COSTS, Topology, WriteCosts, failure_domain_table
+from drills.model import ARTICLE_COSTS, Topology, failure_domain_table
 from drills.report import analysis as an
 from drills.report.results import DrillResult, ResultsError, read_drill_results
 from drills.report.svg import Band, HLine, Line, Marker, format_number, line_chart

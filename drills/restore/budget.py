@@ -17,29 +17,22 @@ Two levels, so that nothing can deadlock and nobody starves:
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass
 
+from drills.units import parse_bytes
 from drills.restore.errors import BudgetTooSmallError, RestoreCancelled
 
 _WAIT_SLICE_SECONDS = 0.05  # how often a blocked wait looks at its cancel event
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
 
 def parse_size(text: str) -> int:
-    """'256MiB' -> 268435456; '1.5G' -> 1500000000; plain digits are bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (use e.g. 256MiB, 1GiB, 500M, 4096)")
-    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    """'256MiB' -> 268435456; plain digits are bytes; at least one byte."""
+    value = parse_bytes(text)
     if value < 1:
         raise ValueError(f"size must be at least one byte: {text!r}")
-    return int(value)
+    return value
 
 
 def format_size(nbytes: float) -> str:

@@ -172,3 +172,24 @@ def _zstd_windows(
     with decompressor.stream_reader(_PieceSource(read_piece), read_size=piece_bytes, closefd=False) as reader:
         while out := reader.read(window_bytes):
             yield out
+
+
+def decompress_whole(body: bytes, compression: str | None) -> bytes:
+    """The pre-fix restore loop's way (the benchmarks' naive baseline): the whole object at once.
+
+    Holds the compressed and the decompressed object together - what Cinder bug 1865011 paid
+    per restore. The engine never calls this.
+    """
+    import bz2
+    import zlib
+
+    import zstandard
+
+    algorithm = (compression or "none").lower()
+    if algorithm in ("zlib", "gzip"):
+        return zlib.decompress(body)
+    if algorithm in ("bz2", "bzip2"):
+        return bz2.decompress(body)
+    if algorithm == "zstd":
+        return zstandard.ZstdDecompressor().decompress(body)
+    return body

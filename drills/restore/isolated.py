@@ -18,19 +18,19 @@ Modes:
 
 from __future__ import annotations
 
-import bz2
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from drills.restore.compression import decompress_whole
 
 Mode = Literal["engine", "baseline", "raw"]
 StoreKind = Literal["posix", "rados"]
@@ -219,7 +219,6 @@ def _child_engine(spec: IsolatedRunSpec, connection: Any) -> dict[str, Any]:
 def _baseline_one(job: IsolatedJob, connection: Any, pool: str) -> tuple[int, JobOutcome]:
     """Cinder's ChunkedBackupDriver._restore_v1 before the fix, writing through librbd."""
     import rbd
-    import zstandard
 
     assert job.backup is not None
     store = _open_store(job.backup, connection)
@@ -233,15 +232,7 @@ def _baseline_one(job: IsolatedJob, connection: Any, pool: str) -> tuple[int, Jo
             for metadata_object in meta["objects"]:
                 object_name, obj = list(metadata_object.items())[0]
                 body = store.read_range(object_name, 0, store.open_object(object_name))
-                algorithm = (obj["compression"] or "none").lower()
-                if algorithm in ("zlib", "gzip"):
-                    decompressed = zlib.decompress(body)
-                elif algorithm in ("bz2", "bzip2"):
-                    decompressed = bz2.decompress(body)
-                elif algorithm == "zstd":
-                    decompressed = zstandard.ZstdDecompressor().decompress(body)
-                else:
-                    decompressed = body
+                decompressed = decompress_whole(body, obj["compression"])
                 image.write(decompressed, obj["offset"])  # rbd_write2: librbd copies the buffer
                 written += len(decompressed)
             image.flush()

@@ -11,7 +11,8 @@ Metrics:
   cluster.recovering_bytes_per_sec
   cluster.client.{read,write}_op_per_sec, cluster.client.{read,write}_bytes_sec
   cluster.osds_up, cluster.osds_in
-  rss.bytes{daemon,host}, pss.bytes{daemon,host}, uss.bytes{daemon,host}   (local daemons)
+  rss.bytes{daemon,host}, pss.bytes{daemon,host}, uss.bytes{daemon,host}
+      (local daemons by pid; remote ones through a HostCommand, e.g. the SSH backend's run)
 Events: "cluster.osd_down" / "cluster.osd_up" (label osd.N) when the up set changes,
 "cluster.flags" when the cluster flags change.
 """
@@ -22,12 +23,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import psutil
 
 from drills.cluster import CephCluster
-from drills.target import Target
+from drills.target import Host, Target
 from drills.timeline import Timeline
 
 
@@ -61,6 +62,8 @@ class Sampler:
                 self.on_failure(now, e)
             self.cpu_seconds += time.thread_time() - c0
             next_t += self.interval
+            if next_t < time.monotonic() - self.interval:
+                next_t = time.monotonic()  # a slow sample (a hung mon): don't fire a burst to catch up
             self._stop.wait(max(0.0, next_t - time.monotonic()))
 
     def on_failure(self, now: float, error: Exception) -> None:
@@ -83,7 +86,50 @@ class Sampler:
         self.stop()
 
 
-CLUSTER_GAP_METRICS = ("cluster.degraded_ratio", "cluster.pgs_total", "cluster.osds_up")
+# Every scalar metric the cluster sampler writes: a failed sample writes each of them as a gap.
+CLUSTER_GAP_METRICS = (
+    "cluster.pgs_total", "cluster.pgs_inactive", "cluster.degraded_ratio", "cluster.degraded_objects",
+    "cluster.misplaced_objects", "cluster.unfound_objects", "cluster.recovering_bytes_per_sec",
+    "cluster.recovering_objects_per_sec", "cluster.client.read_op_per_sec", "cluster.client.write_op_per_sec",
+    "cluster.client.read_bytes_sec", "cluster.client.write_bytes_sec", "cluster.osds_up", "cluster.osds_in",
+)
+# metric -> pgmap key, for the keys Ceph leaves out when they are zero (nothing degraded, no IO)
+_PGMAP_ZERO_WHEN_ABSENT = {
+    "cluster.degraded_ratio": "degraded_ratio", "cluster.degraded_objects": "degraded_objects",
+    "cluster.misplaced_objects": "misplaced_objects", "cluster.unfound_objects": "unfound_objects",
+    "cluster.recovering_bytes_per_sec": "recovering_bytes_per_sec",
+    "cluster.recovering_objects_per_sec": "recovering_objects_per_sec",
+    "cluster.client.read_op_per_sec": "read_op_per_sec", "cluster.client.write_op_per_sec": "write_op_per_sec",
+    "cluster.client.read_bytes_sec": "read_bytes_sec", "cluster.client.write_bytes_sec": "write_bytes_sec",
+}
+
+
+@dataclass(frozen=True)
+class ClusterReading:
+    """One cluster sample, read in full before anything is written (a failure half-way writes gaps only)."""
+
+    pgs_by_state: dict[str, int]
+    scalars: dict[str, float | None]  # metric -> value (None: Ceph did not say)
+    up: set[int]
+    flags: set[str]
+
+
+def read_cluster(status: dict, osd_dump: dict) -> ClusterReading:
+    """Pure: `ceph status` and `ceph osd dump` JSON -> the figures written. Raises on a malformed reply."""
+    pgmap = status["pgmap"]
+    states = {s["state_name"]: int(s["count"]) for s in pgmap.get("pgs_by_state", [])}
+    scalars: dict[str, float | None] = {
+        "cluster.pgs_total": pgmap.get("num_pgs"),
+        "cluster.pgs_inactive": sum(n for s, n in states.items() if "active" not in s.split("+")),
+    }
+    for metric, key in _PGMAP_ZERO_WHEN_ABSENT.items():
+        scalars[metric] = pgmap.get(key, 0)
+    osdmap = status.get("osdmap", {})
+    osdmap = osdmap.get("osdmap", osdmap)  # pacific nests it once more
+    scalars["cluster.osds_up"] = osdmap.get("num_up_osds")  # absent = unknown: a gap, not 0
+    scalars["cluster.osds_in"] = osdmap.get("num_in_osds")
+    up = {int(o["osd"]) for o in osd_dump["osds"] if o["up"]}
+    return ClusterReading(states, scalars, up, set(osd_dump.get("flags_set", [])))
 
 
 class ClusterSampler(Sampler):
@@ -99,45 +145,32 @@ class ClusterSampler(Sampler):
         self._states_seen: set[str] = set()
 
     def sample_once(self, now: float) -> None:
-        status = self.cluster.status()
-        pgmap = status["pgmap"]
-        tl = self.timeline
-        states = {s["state_name"]: s["count"] for s in pgmap.get("pgs_by_state", [])}
-        for state in self._states_seen - set(states):
-            tl.sample("cluster.pgs", 0, t=now, state=state)  # a state that emptied reads 0, not a gap
-        self._states_seen |= set(states)
-        for state, n in states.items():
-            tl.sample("cluster.pgs", n, t=now, state=state)
-        tl.sample("cluster.pgs_total", pgmap.get("num_pgs", 0), t=now)
-        tl.sample("cluster.pgs_inactive", sum(n for s, n in states.items() if "active" not in s.split("+")), t=now)
-        tl.sample("cluster.degraded_ratio", pgmap.get("degraded_ratio", 0.0), t=now)
-        for key in ("degraded_objects", "misplaced_objects", "unfound_objects", "recovering_bytes_per_sec",
-                    "recovering_objects_per_sec"):
-            tl.sample(f"cluster.{key}", pgmap.get(key, 0), t=now)
-        for key in ("read_op_per_sec", "write_op_per_sec", "read_bytes_sec", "write_bytes_sec"):
-            tl.sample(f"cluster.client.{key}", pgmap.get(key, 0), t=now)
-        osdmap = status.get("osdmap", {})
-        osdmap = osdmap.get("osdmap", osdmap)  # pacific nests it once more
-        tl.sample("cluster.osds_up", osdmap.get("num_up_osds"), t=now)
-        tl.sample("cluster.osds_in", osdmap.get("num_in_osds"), t=now)
         # The up set and flags change rarely; osd dump only when the counts say so is not
         # enough (a swap keeps the count), so it is read every sample: one small mon command.
-        dump = self.cluster.osd_dump()
-        up = {o["osd"] for o in dump["osds"] if o["up"]}
+        reading = read_cluster(self.cluster.status(), self.cluster.osd_dump())
+        tl = self.timeline
+        for state in sorted(self._states_seen - set(reading.pgs_by_state)):
+            tl.sample("cluster.pgs", 0, t=now, state=state)  # a state that emptied reads 0, not a gap
+        self._states_seen |= set(reading.pgs_by_state)
+        for state, n in reading.pgs_by_state.items():
+            tl.sample("cluster.pgs", n, t=now, state=state)
+        for metric, value in reading.scalars.items():
+            tl.sample(metric, value, t=now)
         if self._up is not None:
-            for i in sorted(self._up - up):
+            for i in sorted(self._up - reading.up):
                 tl.event("cluster.osd_down", f"osd.{i}", t=now, osd=i)
-            for i in sorted(up - self._up):
+            for i in sorted(reading.up - self._up):
                 tl.event("cluster.osd_up", f"osd.{i}", t=now, osd=i)
-        self._up = up
-        flags = set(dump.get("flags_set", []))
-        if flags != self._flags:
-            tl.event("cluster.flags", ",".join(sorted(flags)) or "none", t=now, flags=sorted(flags))
-            self._flags = flags
+        self._up = reading.up
+        if reading.flags != self._flags:
+            tl.event("cluster.flags", ",".join(sorted(reading.flags)) or "none", t=now, flags=sorted(reading.flags))
+            self._flags = reading.flags
 
     def on_failure(self, now: float, error: Exception) -> None:
         for m in CLUSTER_GAP_METRICS:
             self.timeline.sample(m, None, t=now)
+        for state in sorted(self._states_seen):
+            self.timeline.sample("cluster.pgs", None, t=now, state=state)
         super().on_failure(now, error)
 
 
@@ -175,39 +208,162 @@ def sandbox_pid_lookup(target: Target) -> PidLookup:
     return lambda daemon: hostctl.daemon_pid(spec, daemon)
 
 
-class MemorySampler(Sampler):
-    """Per-daemon RSS (and PSS/USS) of the target's local daemons.
+class MemoryReader(Protocol):
+    """Where daemon memory comes from. read() returns every asked daemon; None = not running / unknown."""
 
-    A daemon that is not running (power cut, killed) has no memory: its sample is a gap.
+    def read(self, daemons: Sequence[str]) -> dict[str, DaemonMemory | None]:
+        ...
+
+
+@dataclass
+class LocalMemoryReader:
+    """Daemons on this machine (the sandbox): pid from `pid_of`, memory from /proc."""
+
+    pid_of: PidLookup
+
+    def read(self, daemons: Sequence[str]) -> dict[str, DaemonMemory | None]:
+        out: dict[str, DaemonMemory | None] = {}
+        for d in daemons:
+            try:
+                pid = self.pid_of(d)
+                out[d] = None if pid is None else local_daemon_memory(pid)
+            except (psutil.Error, OSError, ValueError):
+                out[d] = None  # gone between the lookup and the read: a gap
+        return out
+
+
+# Runs a shell command on a host and returns its stdout; raises on failure (connection, non-zero exit).
+# The SSH fault backend provides one: lambda host, cmd: ssh_backend.run(host, cmd).stdout
+HostCommand = Callable[[Host, str], str]
+
+# One round trip per host and sample: pid, VmRSS (kB), Pss and Private_* (kB) from smaps_rollup, cmdline.
+REMOTE_MEMORY_PROBE = (
+    "for p in $(pgrep -x 'ceph-osd|ceph-mon|ceph-mgr|ceph-mds|radosgw'); do "
+    "rss=$(awk '/^VmRSS:/{print $2}' /proc/$p/status 2>/dev/null); "
+    "roll=$(awk '/^Pss:/{pss=$2} /^Private_(Clean|Dirty):/{priv+=$2} END{print pss\" \"priv}' "
+    "/proc/$p/smaps_rollup 2>/dev/null); "
+    "cmd=$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null); "
+    "echo \"$p|$rss|$roll|$cmd\"; done; true"
+)
+
+_DAEMON_KINDS = {"ceph-osd": "osd", "ceph-mon": "mon", "ceph-mgr": "mgr", "ceph-mds": "mds", "radosgw": "client"}
+
+
+def daemon_of_cmdline(cmdline: str) -> str | None:
+    """'/usr/bin/ceph-osd -f --cluster ceph --id 3 --setuser ceph' -> 'osd.3'; also `-i N`, `-n osd.3`,
+    `--name client.rgw.x` (radosgw, cephadm). None when the daemon name cannot be told."""
+    words = cmdline.split()
+    if not words:
+        return None
+    kind = _DAEMON_KINDS.get(Path(words[0]).name)
+    if kind is None:
+        return None
+    for flag, value in zip(words, words[1:]):
+        if flag in ("-n", "--name"):
+            return value
+        if flag in ("-i", "--id"):
+            return f"{kind}.{value}"
+    for word in words:
+        if word.startswith("--id="):
+            return f"{kind}.{word.split('=', 1)[1]}"
+        if word.startswith("--name="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def parse_memory_probe(text: str) -> dict[str, DaemonMemory]:
+    """Pure: REMOTE_MEMORY_PROBE output -> memory per daemon. Lines of vanished processes are skipped."""
+    out: dict[str, DaemonMemory] = {}
+    for line in text.splitlines():
+        parts = line.split("|", 3)
+        if len(parts) != 4:
+            continue
+        _pid, rss_kb, roll, cmdline = parts
+        daemon = daemon_of_cmdline(cmdline.strip())
+        if daemon is None or not rss_kb.strip().isdigit():
+            continue  # exited between pgrep and the read, or a kernel thread without VmRSS
+        roll_fields = roll.split()
+        pss = int(roll_fields[0]) * 1024 if len(roll_fields) == 2 and roll_fields[0].isdigit() else None
+        uss = int(roll_fields[1]) * 1024 if len(roll_fields) == 2 and roll_fields[1].isdigit() else None
+        out[daemon] = DaemonMemory(int(rss_kb) * 1024, pss, uss)
+    return out
+
+
+@dataclass
+class RemoteMemoryReader:
+    """Daemons on remote hosts, read through `run` (one probe command per host and sample).
+
+    A host whose probe fails (unreachable, powered off) gives gaps for all of its daemons; a daemon not
+    found in its host's process list (not running) is a gap too.
+    """
+
+    run: HostCommand
+    hosts_by_daemon: dict[str, Host]
+
+    def read(self, daemons: Sequence[str]) -> dict[str, DaemonMemory | None]:
+        by_host: dict[str, list[str]] = {}
+        for d in daemons:
+            by_host.setdefault(self.hosts_by_daemon[d].name, []).append(d)
+        out: dict[str, DaemonMemory | None] = {}
+        for names in by_host.values():
+            host = self.hosts_by_daemon[names[0]]
+            try:
+                found = parse_memory_probe(self.run(host, REMOTE_MEMORY_PROBE))
+            except Exception:  # noqa: BLE001 - an unreachable host: its daemons are gaps this second
+                found = {}
+            for d in names:
+                out[d] = found.get(d)
+        return out
+
+
+class MemorySampler(Sampler):
+    """Per-daemon RSS (and PSS/USS) of the target's daemons, from a MemoryReader (local: the sandbox;
+    remote: through a HostCommand such as the SSH backend).
+
+    A daemon that is not running (power cut, killed) or cannot be read has no sample value: a gap.
     """
 
     name = "memory"
 
-    def __init__(self, timeline: Timeline, target: Target, pid_of: PidLookup, interval: float = 1.0, daemons: list[str] | None = None):
+    def __init__(self, timeline: Timeline, target: Target, pid_of: PidLookup | None = None, interval: float = 1.0,
+                 daemons: list[str] | None = None, reader: MemoryReader | None = None):
         super().__init__(timeline, interval)
-        self.pid_of = pid_of
+        if reader is None:
+            if pid_of is None:
+                raise ValueError("MemorySampler needs pid_of (local daemons) or a reader")
+            reader = LocalMemoryReader(pid_of)
+        self.reader = reader
         self.hosts = {d: h.name for h in target.hosts for d in h.daemons}
         self.daemons = daemons or [d for d in self.hosts]
 
     def sample_once(self, now: float) -> None:
+        memory = self.reader.read(self.daemons)
         for d in self.daemons:
-            labels = {"daemon": d, "host": self.hosts.get(d, "")}
-            pid = self.pid_of(d)
-            mem = None
-            if pid is not None:
-                try:
-                    mem = local_daemon_memory(pid)
-                except psutil.Error:
-                    mem = None
-            self.timeline.sample("rss.bytes", None if mem is None else mem.rss, t=now, **labels)
-            self.timeline.sample("pss.bytes", None if mem is None else mem.pss, t=now, **labels)
-            self.timeline.sample("uss.bytes", None if mem is None else mem.uss, t=now, **labels)
+            self._write(now, d, memory.get(d))
+
+    def _write(self, now: float, daemon: str, mem: DaemonMemory | None) -> None:
+        labels = {"daemon": daemon, "host": self.hosts.get(daemon, "")}
+        self.timeline.sample("rss.bytes", None if mem is None else mem.rss, t=now, **labels)
+        self.timeline.sample("pss.bytes", None if mem is None else mem.pss, t=now, **labels)
+        self.timeline.sample("uss.bytes", None if mem is None else mem.uss, t=now, **labels)
+
+    def on_failure(self, now: float, error: Exception) -> None:
+        for d in self.daemons:
+            self._write(now, d, None)
+        super().on_failure(now, error)
 
 
-def default_samplers(timeline: Timeline, target: Target, cluster: CephCluster, interval: float = 1.0) -> list[Sampler]:
+def default_samplers(timeline: Timeline, target: Target, cluster: CephCluster, interval: float = 1.0,
+                     host_command: HostCommand | None = None) -> list[Sampler]:
+    """The cluster sampler, and a memory sampler: local pids for the sandbox, otherwise over
+    `host_command` (e.g. the SSH backend's run) when one is given."""
     samplers: list[Sampler] = [ClusterSampler(timeline, cluster, interval)]
     if target.cluster.deployment == "sandbox":
         samplers.append(MemorySampler(timeline, target, sandbox_pid_lookup(target), interval))
+    elif host_command is not None:
+        hosts = {d: h for h in target.hosts for d in h.daemons}
+        samplers.append(MemorySampler(timeline, target, interval=interval,
+                                      reader=RemoteMemoryReader(host_command, hosts)))
     return samplers
 
 

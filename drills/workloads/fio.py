@@ -427,6 +427,7 @@ class _ReportProcessor:
         self.derivers: dict[str | None, IntervalDeriver] = {}
         self.intervals: list[FioInterval] = []
         self.notes: list[str] = []
+        self._job_start: float | None = None  # local mode: wall time of the job's start, from the first report
         self._lock = threading.Lock()
 
     def handle(self, doc_text: str, client_start_time: float | None = None) -> None:
@@ -439,10 +440,21 @@ class _ReportProcessor:
         if "client_stats" in doc:
             self._handle_client_stats(doc, client_start_time)
             return
-        t = doc["timestamp_ms"] / 1000.0 if "timestamp_ms" in doc else float(doc.get("timestamp", time.time()))
+        printed = doc["timestamp_ms"] / 1000.0 if "timestamp_ms" in doc else float(doc.get("timestamp", time.time()))
         for entry in doc.get("jobs", []):
             if entry.get("jobname") == self.job_name or len(doc.get("jobs", [])) == 1:
-                self._add(None, entry, t)
+                self._add(None, entry, self._sampled_at(printed, entry))
+
+    def _sampled_at(self, printed: float, entry: Mapping[str, Any]) -> float:
+        """When fio sampled the report: job start + job_runtime. fio samples run time and counters, then
+        waits for every job thread to check in before it prints; a job thread blocked in the rbd engine
+        (all IOs stuck on a dead OSD) holds the report back, so `timestamp_ms` (print time) can be tens of
+        seconds late. The job's start is anchored on the first report (printed without a stall)."""
+        runtime_s = float(entry.get("job_runtime", 0)) / 1000.0 / max(self.numjobs, 1)
+        if self._job_start is None:
+            self._job_start = printed - runtime_s
+        sampled = self._job_start + runtime_s
+        return sampled if sampled <= printed + 0.5 else printed
 
     def _handle_client_stats(self, doc: Mapping[str, Any], start: float | None) -> None:
         # Entries are per (host, port), in the order the servers reported them, with no wall-clock time;
@@ -479,13 +491,36 @@ class _ReportProcessor:
                              returncode, stopped, list(self.notes))
 
 
-def write_interval(timeline: Timeline, job_name: str, interval: FioInterval) -> None:
+STALL_FACTOR = 1.5  # an interval this many times the nominal one means fio could not report
+
+
+def write_interval(timeline: Timeline, job_name: str, interval: FioInterval, nominal_seconds: float = 1.0) -> None:
+    """One interval as timeline samples, per second.
+
+    fio prints nothing while its job thread waits on IO that does not complete (a full
+    stall): the next report then covers the whole stall. Its seconds are written as 0 IOPS
+    with latency gaps, and the interval's completions (the writes that waited out the stall)
+    in its last second, so the stall shows on the time axis as it happened.
+    """
     labels = {"job": job_name}
     if interval.client is not None:
         labels["client"] = interval.client
+    stalled = interval.seconds > STALL_FACTOR * nominal_seconds
+    if stalled:
+        start = interval.t - interval.seconds
+        for k in range(1, int(interval.seconds / nominal_seconds)):
+            t = start + k * nominal_seconds
+            for d in interval.directions:
+                timeline.sample(f"fio.{d}.iops", 0.0, t=t, **labels)
+                timeline.sample(f"fio.{d}.bw_bytes", 0.0, t=t, **labels)
+                for metric in ("lat_mean_ms", *PERCENTILES):
+                    timeline.sample(f"fio.{d}.{metric}", None, t=t, **labels)
     for d, figures in interval.directions.items():
         for metric in ("iops", "bw_bytes", "lat_mean_ms", *PERCENTILES):
-            timeline.sample(f"fio.{d}.{metric}", getattr(figures, metric), t=interval.t, **labels)
+            value = getattr(figures, metric)
+            if stalled and metric in ("iops", "bw_bytes") and value is not None:
+                value = value * interval.seconds / nominal_seconds  # all of it in the last second
+            timeline.sample(f"fio.{d}.{metric}", value, t=interval.t, **labels)
 
 
 def parse_fio_output(text: str, job_name: str, directions: Sequence[str] = ("read", "write"),

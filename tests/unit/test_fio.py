@@ -146,6 +146,20 @@ def test_interval_figures_from_histogram_differences_by_hand(tmp_path: Path) -> 
     assert all(s.labels == {"job": "hand"} for s in series)
 
 
+def test_report_held_back_by_a_stall_is_placed_at_its_sampling_time() -> None:
+    # Measured on the sandbox (rbd engine, a host power cut): fio samples job_runtime and the counters,
+    # then waits for its job thread, blocked in librbd, before printing; two reports sampled at 2 s and
+    # 3 s came out 26 s later. Their time must come from job_runtime, not from timestamp_ms.
+    base = 1_700_000_000_000
+    r1 = _report(1000, 100, {100: 100}, timestamp_ms=base + 1000)
+    r2 = _report(2000, 180, {100: 180}, timestamp_ms=base + 28_000)
+    r3 = _report(3000, 196, {100: 180, 9000: 16}, timestamp_ms=base + 28_010)
+    r4 = _report(29_000, 700, {100: 684, 9000: 16}, timestamp_ms=base + 29_000)
+    result = parse_fio_output(_stream(r1, r2, r3, r4), "hand", directions=("write",))
+    assert [round(iv.t - base / 1000, 3) for iv in result.intervals] == [1.0, 2.0, 3.0, 29.0]
+    assert [iv.seconds for iv in result.intervals] == [1.0, 1.0, 1.0, 26.0]
+
+
 def test_numjobs_divides_the_summed_job_runtime() -> None:
     deriver = IntervalDeriver(("write",), numjobs=4)
     deriver.add(_report(4000, 1000, {100: 1000})["jobs"][0], t=1.0)  # 4 clones x 1 s

@@ -167,6 +167,20 @@ def test_journal_rebuilds_the_same_ledger(tmp_path: Path) -> None:
     assert first["type"] == "ack" and {"seq", "index", "crc32", "latency_ms", "acked_at"} <= first.keys()
 
 
+def test_journal_crc32_is_the_records_own_checksum(tmp_path: Path) -> None:
+    # A CRC32 over the whole record (its CRC trailer included) is one constant for every record; the
+    # journal must carry the record's checksum, which differs per write and matches the stored trailer.
+    import zlib
+
+    writer, backend = make_writer(tmp_path, num_keys=4)
+    write_rounds(writer, 2)
+    writer.close()
+    acks = [json.loads(line) for line in writer.journal_path.read_text().splitlines()[1:]]
+    assert len({a["crc32"] for a in acks}) == len(acks) == 8
+    stored = backend.objects[0]
+    assert acks[4]["index"] == 0 and acks[4]["crc32"] == zlib.crc32(stored[:-4])
+
+
 def test_journal_rejects_two_writers(tmp_path: Path) -> None:
     a = VerifyingWriter(MemoryBackend(), tmp_path / "j", config=VerifierConfig(writer_id="a"))
     b = VerifyingWriter(MemoryBackend(), tmp_path / "j", config=VerifierConfig(writer_id="b"))

@@ -66,6 +66,15 @@ def keyring_text(entity: str, key: str, caps: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Ceph 16.2's default bluestore_rocksdb_options with write_buffer_size 256 MiB -> 32 MiB and
+# max_total_wal_size 1 GiB -> 256 MiB (see ceph_conf).
+ROCKSDB_OPTIONS = (
+    "compression=kNoCompression,max_write_buffer_number=4,min_write_buffer_number_to_merge=1,recycle_log_file_num=4,"
+    "write_buffer_size=33554432,writable_file_max_buffer_size=0,compaction_readahead_size=2097152,"
+    "max_background_compactions=2,max_total_wal_size=268435456"
+)
+
+
 def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
     svc = spec.service_host
     d = spec.dir
@@ -123,6 +132,11 @@ def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
             "osd_op_num_shards": "2",
             "osd_op_num_threads_per_shard": "1",
             "osd_crush_update_on_start": "true",
+            # Small writes on these (rotational) OSDs are deferred through RocksDB's WAL, so
+            # their data sits in the memtable: Ceph's 256 MiB write buffers make OSD RSS climb
+            # for minutes under a drill's load. 32 MiB buffers turn over in seconds, so RSS
+            # before a fault is a steady state and RSS after recovery shows what recovery left.
+            "bluestore_rocksdb_options": ROCKSDB_OPTIONS,
         },
     }
     for h in spec.osd_hosts:
@@ -200,6 +214,7 @@ def to_target(spec: SandboxSpec, fsid: str) -> Target:
             access=Access(kind="local", netns=h.netns),
             power=Power(kind="sandbox"),
             network=Network(kind="sandbox"),
+            memory_budget=spec.host_memory if h.osd_ids else 0,
         )
 
     racks = []
@@ -362,9 +377,10 @@ def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: floa
         with ThreadPoolExecutor(max_workers=4) as ex:
             list(ex.map(mkfs, sorted(osd_keys)))
         step(f"{spec.osd_count} BlueStore OSDs created")
+        procs = host_cgroup_procs(spec)
         with ThreadPoolExecutor(max_workers=4) as ex:
-            list(ex.map(lambda hi: hostctl.start_daemon(spec, hi[0], f"osd.{hi[1]}"), [(h, i) for h in spec.osd_hosts for i in h.osd_ids]))
-        step("OSDs started")
+            list(ex.map(lambda hi: hostctl.start_daemon(spec, hi[0], f"osd.{hi[1]}", procs.get(hi[0].name)), [(h, i) for h in spec.osd_hosts for i in h.osd_ids]))
+        step("OSDs started" + (f" (each host's in a {spec.host_memory >> 20} MiB memory cgroup)" if procs else ""))
 
         for pool, app, pgs in ((target.cluster.rbd_pool, "rbd", 32), (target.cluster.rados_pool, "drills", 32)):
             cluster.mon_command("osd pool create", pool=pool, pg_num=pgs, pgp_num=pgs, pool_type="replicated")
@@ -389,6 +405,18 @@ def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: floa
     finally:
         cluster.close()
     return UpResult(target, time.monotonic() - t0, steps)
+
+
+def host_cgroup_procs(spec: SandboxSpec) -> dict[str, Path]:
+    """With --host-memory: each OSD host's memory cgroup, made now; host -> its cgroup.procs."""
+    if not spec.host_memory:
+        return {}
+    from drills.sandbox.cgroups import CgroupError, HostCgroup
+
+    try:
+        return {h.name: HostCgroup.of(spec.prefix, h.name).create(spec.host_memory).procs for h in spec.osd_hosts}
+    except CgroupError as e:
+        raise SandboxError(str(e)) from None
 
 
 def _create_s3_user(spec: SandboxSpec) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -88,7 +89,8 @@ def timeline(run_dir: Path, drill_target: Target, cluster: CephCluster, pytestco
     tl.write_meta(
         run_id=run_dir.name,
         harness_version=__version__,
-        started=dt.datetime.now(dt.timezone.utc).isoformat(),
+        started=time.time(),
+        ceph_version=_ceph_version(versions),
         runner_host=socket.gethostname(),
         target=_describe_target(drill_target),
         ceph_versions=versions,
@@ -97,8 +99,17 @@ def timeline(run_dir: Path, drill_target: Target, cluster: CephCluster, pytestco
     try:
         yield tl
     finally:
-        tl.write_meta(finished=dt.datetime.now(dt.timezone.utc).isoformat())
+        tl.write_meta(finished=time.time())
         tl.close()
+
+
+def _ceph_version(versions: dict) -> str:
+    """'16.2.15 (pacific)' from `ceph versions`; several when daemons differ (mid-upgrade)."""
+    found: set[str] = set()
+    for v in versions.get("overall", {}):
+        words = v.split()  # "ceph version 16.2.15 (<sha>) pacific (stable)"
+        found.add(f"{words[2]} {words[4]}" if v.startswith("ceph version") and len(words) > 4 else v)
+    return ", ".join(sorted(found))
 
 
 def _describe_target(t: Target) -> dict:

@@ -180,6 +180,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     )
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    """Re-render a run's report (and the runs index beside it) from its timeline and results."""
+    from drills.report import render_index, render_run, write_prom, write_summary_json
+
+    run_dir = Path(a.run_dir)
+    if not (run_dir / "run.json").is_file() and not (run_dir / "events.jsonl").is_file():
+        raise TargetError(f"{run_dir} is not a run directory (no run.json or events.jsonl); pass reports/<run-id>")
+    write_summary_json(run_dir)
+    write_prom(run_dir)
+    page = render_run(run_dir)
+    index = render_index(run_dir.resolve().parent)
+    print(f"report {page}; runs index {index}")
+    return EXIT_OK
+
+
 # --- parser --------------------------------------------------------------------
 
 
@@ -238,6 +253,10 @@ def build_parser() -> ArgParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
     run.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="re-render a run's HTML report from its run directory")
+    rp.add_argument("run_dir", help="reports/<run-id>")
+    rp.set_defaults(func=cmd_report)
 
     restore_cli.add_parser(sub)
     faults_cli.add_parser(sub, default_target_path())

@@ -345,3 +345,21 @@ def test_fio_clients_combine_per_second(tmp_path: Path) -> None:
     assert [v for _, v in an.single(samples, "fio.write.lat_p99_ms", window)] == [7.0, 7.0, 3.0, 7.0, 7.0]
     html = render_run(tmp_path / "multi").read_text()
     assert "write IOPS client=a job=j" in html and "write IOPS client=b job=j" in html
+
+
+def test_drill_report_cli_rerenders_and_refuses_a_non_run_dir(tmp_path):
+    import subprocess
+    import sys
+
+    from drills.timeline import Timeline
+
+    run = tmp_path / "reports" / "r1"
+    with Timeline(run) as tl:
+        tl.write_meta(run_id="r1", started=1000.0)
+        tl.event("phase", "baseline", t=1000.0)
+        tl.sample("fio.write.iops", 100.0, t=1001.0)
+    ok = subprocess.run([sys.executable, "-m", "drills.cli", "report", str(run)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (run / "index.html").is_file() and (tmp_path / "reports" / "index.html").is_file()
+    bad = subprocess.run([sys.executable, "-m", "drills.cli", "report", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr

@@ -173,7 +173,7 @@ class FaultDrill:
                 report = writer.check()
         oom1 = oom_kills_now()
         d.measure("recovery", "oom_kills", None if oom0 is None or oom1 is None else oom1 - oom0)
-        self._measure_io_errors(writer, result.returncode)
+        self._measure_io_errors(writer, None if result.stopped else result.returncode)  # stopped by us: exit 128
         d.note(report.summary().splitlines()[0])
         d.note(f"fio {job.name}: exit {result.returncode}, {len(result.intervals)} intervals")
         flaps = [e for e in read_events(d.run_dir) if e.kind == "cluster.osd_down" and e.t >= self._healed_at]
@@ -216,6 +216,11 @@ class FaultDrill:
                 d.measure("detection", "detection_time", time.monotonic() - t_inject)
                 d.event("note", "OSDs marked down", osds=sorted(down))
             t_down = time.monotonic()
+            if down:
+                # The pgmap comes from the mgr seconds after the osdmap: until the PG states show
+                # the loss (not all clean), "all active" would be read from before the fault.
+                self._wait(lambda: (not c.pg_summary().all_clean, "pgmap still all clean"), 30, "the PG states to show the lost OSDs", watch)
+                d.event("note", "PGs degraded", degraded_objects=c.pg_summary().degraded_objects)
             self._wait(lambda: (c.pg_summary().all_active, "PGs not all active"), pace.max_inactive + 30, "all PGs active", watch)
             d.measure("degraded", "time_to_active", time.monotonic() - t_down)
             d.event("note", "all PGs active")

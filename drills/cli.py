@@ -14,6 +14,8 @@ from drills.cluster import ClusterError
 from drills.faults import cli as faults_cli
 from drills.faults.base import FaultError
 from drills.faults.guard import GuardRefused
+from drills.preflight import cli as preflight_cli
+from drills.restart import cli as restart_cli
 from drills.restore import cli as restore_cli
 from drills.sandbox.spec import DEFAULT_DIR, DEFAULT_PREFIX, DEFAULT_SUBNET, GiB, SandboxError, SandboxSpec
 from drills.target import TargetError
@@ -68,6 +70,7 @@ def _spec_from_args(a: argparse.Namespace) -> SandboxSpec:
         osd_size=a.osd_size,
         osd_memory_target=a.osd_memory_target,
         rgw=not a.no_rgw,
+        host_memory=a.host_memory,
     )
 
 
@@ -219,6 +222,7 @@ def build_parser() -> ArgParser:
     up.add_argument("--osd-size", type=_size, default=8 * GiB, help="sparse BlueStore file per OSD; all of them must fit the disk when full (default 8GiB)")
     up.add_argument("--osd-memory-target", type=_size, default=1 * GiB, help="osd_memory_target (default 1GiB)")
     up.add_argument("--no-rgw", action="store_true", help="do not start radosgw")
+    up.add_argument("--host-memory", type=_size, default=0, help="memory cgroup limit per OSD host, e.g. 1536MiB (default 0: none)")
     up.add_argument("--timeout", type=float, default=300, help="seconds to wait for HEALTH_OK")
     up.set_defaults(func=cmd_sandbox_up)
 
@@ -260,6 +264,8 @@ def build_parser() -> ArgParser:
 
     restore_cli.add_parser(sub)
     faults_cli.add_parser(sub, default_target_path())
+    restart_cli.add_parser(sub, default_target_path())
+    preflight_cli.add_parser(sub, default_target_path())
     return p
 
 

@@ -21,6 +21,7 @@ from drills.drill import DrillRecorder
 from drills.faults.base import FaultSession, heal_pending
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger
+from drills.preflight.gate import PreflightFailed, PreflightGate
 from drills.target import Target, TargetError, load_target
 from drills.telemetry.samplers import Sampler, default_samplers
 from drills.thresholds import Thresholds, ThresholdsError, load_thresholds
@@ -51,9 +52,11 @@ def new_run_id() -> str:
 def drill_target(pytestconfig: pytest.Config) -> Target:
     path = pytestconfig.getoption("--target") or default_target_path()
     try:
-        return load_target(path)
+        target = load_target(path)
     except TargetError as e:
         raise pytest.UsageError(str(e)) from None
+    heal_leftovers(pytestconfig, target)  # before the session's first drill touches the target
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -150,9 +153,19 @@ def drill(request: pytest.FixtureRequest, timeline: Timeline, thresholds: Thresh
     return DrillRecorder(name, timeline, thresholds, run_dir)
 
 
+@pytest.fixture(scope="session")
+def preflight_gate() -> PreflightGate:
+    """Preflight once per target per session (swap, memory per OSD, daemons, clock, MTU)."""
+    return PreflightGate()
+
+
 @pytest.fixture
-def faults(drill_target: Target, cluster: CephCluster, timeline: Timeline, run_dir: Path) -> Iterator[FaultSession]:
-    """A fault session for one test: guarded, ledgered, healed at the end whatever happens."""
+def faults(drill_target: Target, cluster: CephCluster, timeline: Timeline, run_dir: Path, preflight_gate: PreflightGate) -> Iterator[FaultSession]:
+    """A fault session for one test: preflighted, guarded, ledgered, healed at the end whatever happens."""
+    try:
+        preflight_gate.require(drill_target)  # a failed preflight blocks destructive drills (override: DRILLS_SKIP_PREFLIGHT=1)
+    except PreflightFailed as e:
+        pytest.fail(str(e), pytrace=False)
     with FaultSession(drill_target, guard=guard_from_cluster(drill_target, cluster), timeline=timeline, run_id=run_dir.name) as s:
         yield s
 
@@ -181,16 +194,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             load_thresholds(path)
         except ThresholdsError as e:
             raise pytest.UsageError(str(e)) from None
-    heal_leftovers(session.config)
 
 
-def heal_leftovers(config: pytest.Config) -> None:
-    """Every session first undoes faults a crashed run left armed on its target, and says so."""
-    path = config.getoption("--target", None) or default_target_path()
-    try:
-        target = load_target(path)
-    except TargetError:
-        return  # no target yet: nothing can be armed on it
+def heal_leftovers(config: pytest.Config, target: Target) -> None:
+    """A session that drills a target first undoes faults a crashed run left armed on it, and says so."""
     pending = FaultLedger(target.state_dir).pending()
     if not pending:
         return

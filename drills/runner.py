@@ -19,7 +19,7 @@ RESTORE = "drills.test_concurrent_restore"
 SUITES: dict[str, list[str]] = {
     "smoke": ["drills.test_smoke", "drills.test_rack_power_cut", RESTORE],
     "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE],
-    "full": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE],
+    "full": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE, "drills.test_oom_chain_reaction"],
 }
 # Phase lengths (drills/scenario.py Pace) and drill sizes per suite: smoke keeps a run to minutes;
 # nightly and full run the restore drill at the bug's size (41 restores).

@@ -40,6 +40,7 @@ DRILLS = (
     "hung_osd",
     "concurrent_restore",
     "controlled_restart",
+    "oom_chain_reaction",
 )
 # The article's timeline: normal -> fault noticed -> degraded plateau -> rejoin and recovery -> normal again.
 PHASES = ("baseline", "detection", "degraded", "recovery", "after")

@@ -805,3 +805,9 @@ class _Injected:
 def iter_fault_types() -> Iterator[tuple[str, type[Fault]]]:
     return iter(sorted(FAULT_TYPES.items()))
 
+
+# Cluster flags set by the restart orchestrator are ledgered faults too, so `drill heal` unsets
+# them after a crash. Imported last: drills.restart.flags builds on this module.
+from drills.restart.flags import ClusterFlags  # noqa: E402
+
+FAULT_TYPES[ClusterFlags.kind] = ClusterFlags

@@ -53,6 +53,9 @@ class SandboxSpec:
     osd_size: int = 8 * GiB  # sparse BlueStore file per OSD (its size when full)
     osd_memory_target: int = 1 * GiB
     rgw: bool = True
+    # Memory budget of each OSD host (bytes): its daemons run in a memory cgroup with this limit
+    # (drills/sandbox/cgroups.py), so the kernel OOM-kills them as on a real host. 0 = no limit.
+    host_memory: int = 0
     extra_conf: dict[str, str] = field(default_factory=dict)
 
     # --- derived names -----------------------------------------------------
@@ -160,6 +163,8 @@ class SandboxSpec:
                 f"{self.osd_count} OSD files of {self.osd_size / GiB:.0f} GiB need up to {self.disk_needed / GiB:.0f} GiB when full "
                 f"but {disk_free / GiB:.0f} GiB is free under {self.dir}; pass a smaller --osd-size or fewer OSDs"
             )
+        if self.host_memory < 0:
+            raise SandboxError(f"host memory budget must be positive or 0 for none (got {self.host_memory})")
         if mem_available is not None and self.memory_needed > mem_available:
             raise SandboxError(
                 f"{self.osd_count} OSDs at osd_memory_target {self.osd_memory_target // MiB} MiB need about "

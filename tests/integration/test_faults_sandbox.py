@@ -143,6 +143,24 @@ def test_kill_9_of_the_runner_mid_cut_then_drill_heal(sandbox_cluster, sandbox_t
     assert again.returncode == 0 and "nothing to heal" in again.stdout
 
 
+def test_drill_run_after_a_crashed_runner_heals_first_and_says_so(sandbox_cluster, sandbox_target, sandbox_spec, tmp_path):
+    sandbox_cluster.wait_for_clean(timeout=300)
+    p = start_runner(sandbox_target.path, "rack1")
+    p.kill()
+    p.wait(timeout=30)
+    assert FaultLedger(sandbox_target.state_dir).pending()
+    run = subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", sandbox_target.path, "--suite", "smoke",
+                          "--report-dir", str(tmp_path), "--", "-k", "test_rados_object_round_trip"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "healed leftovers of an earlier run" in run.stdout and "rack power cut rack1" in run.stdout
+    assert FaultLedger(sandbox_target.state_dir).pending() == []
+    assert drill_tables(sandbox_spec) == {}
+    osds = {i for h in sandbox_target.rack("rack1").hosts for i in h.osd_ids}
+    sandbox_cluster.wait_for_osds(up=osds, timeout=120)
+    sandbox_cluster.wait_for_clean(timeout=300)
+
+
 def test_guards_refuse_and_inject_nothing(sandbox_cluster, sandbox_target, sandbox_spec, tmp_path):
     ledger = FaultLedger(sandbox_target.state_dir)
     before = ledger.path.read_text() if ledger.path.exists() else ""

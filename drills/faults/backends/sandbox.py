@@ -4,7 +4,8 @@ A power cut is silent, as a real one: the host's namespace first drops every pac
 (so the dying daemons' FIN/RST never leave), then all its daemons get SIGKILL at once.
 Peers see silence and must wait out osd_heartbeat_grace. Power restore lifts the
 blackhole and, like a host booting, starts its daemons (or leaves them held for a
-controlled start).
+controlled start). A host given a memory budget (``drill sandbox up --host-memory``, or
+``drills.sandbox.cgroups``) starts its daemons inside its memory cgroup.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from drills.faults import nft
 from drills.faults.base import BackendUnavailable, FaultError
 from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target
+from drills.sandbox.cgroups import existing_host_cgroup
 from drills.sandbox.spec import SandboxError, SandboxSpec
 from drills.target import Host, Target
 
@@ -80,8 +82,10 @@ class SandboxBackend:
             raise FaultError(f"host {host.name}: {daemon} is not running")
 
     def start_daemon(self, host: Host, daemon: str) -> None:
+        # A host with a memory budget runs its daemons in its cgroup: the kernel enforces the budget.
+        cgroup = existing_host_cgroup(self.spec.prefix, host.name)
         try:
-            hostctl.start_daemon(self.spec, self._sandbox_host(host), daemon)
+            hostctl.start_daemon(self.spec, self._sandbox_host(host), daemon, cgroup.procs if cgroup else None)
         except SandboxError as e:
             raise FaultError(f"host {host.name}: {e}") from None
 

@@ -1,0 +1,1 @@
+"""Controlled OSD restart under a per-host memory budget (the article's "controlled launch")."""

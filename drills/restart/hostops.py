@@ -1,0 +1,172 @@
+"""How the orchestrator reaches hosts and the cluster: the sandbox (local, cgroups) or ssh (systemd).
+
+Sandbox: daemons start through the sandbox fault backend (inside the host's memory cgroup when it
+has one); a host's use is its cgroup's working set (usage minus inactive file cache) when it has a
+cgroup, else the sum of its daemons' RSS; OOM kills are the cgroup's kernel counter.
+
+SSH: daemons are systemd units (start / restart through the ssh backend); memory is one probe per
+look (every Ceph daemon's RSS, and MemAvailable); OOM kills are /proc/vmstat's oom_kill counter.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from drills.cluster import CephCluster, ClusterError
+from drills.restart.orchestrator import HostMemory
+from drills.target import Host, Target
+
+
+@dataclass
+class SandboxHostOps:
+    target: Target
+    _backend: Any = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        from drills.faults.backends.sandbox import SandboxBackend
+
+        self._backend = SandboxBackend(self.target)
+        self.spec = self._backend.spec
+
+    def _pid(self, daemon: str) -> int | None:
+        from drills.sandbox import host as hostctl
+
+        return hostctl.daemon_pid(self.spec, daemon)
+
+    def _cgroup(self, host: Host) -> Any:
+        from drills.sandbox.cgroups import existing_host_cgroup
+
+        return existing_host_cgroup(self.spec.prefix, host.name)
+
+    def start(self, host: Host, daemon: str) -> None:
+        self._backend.start_daemon(host, daemon)
+
+    def stop(self, host: Host, daemon: str) -> None:
+        self._backend.stop_daemon(host, daemon)
+
+    def restart(self, host: Host, daemon: str) -> None:
+        self._backend.stop_daemon(host, daemon)
+        self._backend.start_daemon(host, daemon)
+
+    def running(self, host: Host, daemon: str) -> bool:
+        return self._pid(daemon) is not None
+
+    def memory(self, host: Host, budget: int) -> HostMemory:
+        rss: dict[str, int] = {}
+        for d in host.daemons:
+            pid = self._pid(d)
+            if pid is None:
+                continue
+            try:
+                rss[d] = psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                continue
+        cg = self._cgroup(host)
+        used = cg.read().working_set if cg is not None else sum(rss.values())
+        return HostMemory(host.name, budget, used, rss, psutil.virtual_memory().available)
+
+    def oom_kills(self, host: Host) -> int:
+        cg = self._cgroup(host)
+        if cg is not None:
+            return cg.read().oom_kills
+        return machine_oom_kills()
+
+
+def machine_oom_kills() -> int:
+    for line in open("/proc/vmstat"):
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class SshHostOps:
+    target: Target
+    _backend: Any = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        from drills.faults.backends.ssh import SshBackend
+
+        self._backend = SshBackend(self.target)
+
+    def start(self, host: Host, daemon: str) -> None:
+        self._backend.start_daemon(host, daemon)
+
+    def stop(self, host: Host, daemon: str) -> None:
+        self._backend.stop_daemon(host, daemon)
+
+    def restart(self, host: Host, daemon: str) -> None:
+        u = shlex.quote(self._backend.unit(daemon))
+        self._backend.run(host, f"systemctl reset-failed {u} 2>/dev/null; systemctl restart {u}")
+
+    def running(self, host: Host, daemon: str) -> bool:
+        u = shlex.quote(self._backend.unit(daemon))
+        return self._backend.run(host, f"systemctl is-active --quiet {u}", check=False).rc == 0
+
+    def memory(self, host: Host, budget: int) -> HostMemory:
+        from drills.telemetry.samplers import REMOTE_MEMORY_PROBE, parse_memory_probe
+
+        out = self._backend.run(host, REMOTE_MEMORY_PROBE + "; echo MEMAVAIL $(awk '/^MemAvailable:/{print $2}' /proc/meminfo)").stdout
+        avail = None
+        for line in out.splitlines():
+            if line.startswith("MEMAVAIL "):
+                v = line.split()[1:]
+                avail = int(v[0]) * 1024 if v and v[0].isdigit() else None
+        rss = {d: m.rss for d, m in parse_memory_probe(out).items() if d in host.daemons}
+        return HostMemory(host.name, budget, sum(rss.values()), rss, avail)
+
+    def oom_kills(self, host: Host) -> int:
+        out = self._backend.run(host, "awk '/^oom_kill /{print $2}' /proc/vmstat", check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+
+def host_ops_for(target: Target) -> SandboxHostOps | SshHostOps:
+    kinds = {h.access.kind for r in target.racks for h in r.hosts}
+    if target.cluster.deployment == "sandbox" and kinds <= {"local"}:
+        return SandboxHostOps(target)
+    if kinds <= {"ssh"}:
+        return SshHostOps(target)
+    raise ClusterError(f"controlled restart needs every OSD host reachable the same way (local sandbox or ssh); the target mixes {sorted(kinds)}")
+
+
+def pgs_ready(pg_stats: list[dict[str, Any]], osd: int, wait: str) -> tuple[bool, str]:
+    """Pure: every PG whose up set holds ``osd`` has it acting and is active (wait=peered) or
+    active+clean (wait=clean). A PG list with none for the OSD is not ready (the map has not caught up)."""
+    mine = [p for p in pg_stats if osd in p.get("up", [])]
+    if not mine:
+        return False, f"no PGs mapped to osd.{osd} yet"
+    waiting = []
+    for p in mine:
+        states = p.get("state", "").split("+")
+        ok = osd in p.get("acting", []) and "active" in states and (wait != "clean" or "clean" in states)
+        if not ok:
+            waiting.append(f"{p['pgid']} {p.get('state')}")
+    if waiting:
+        return False, f"{len(waiting)}/{len(mine)} PGs of osd.{osd} not {wait}: {', '.join(waiting[:5])}"
+    return True, f"{len(mine)} PGs of osd.{osd} {wait}"
+
+
+@dataclass
+class CephClusterOps:
+    cluster: CephCluster
+
+    def osd_up(self, osd: int) -> bool:
+        try:
+            return osd in self.cluster.osds_up()
+        except ClusterError:
+            return False
+
+    def osd_ready(self, osd: int, wait: str) -> tuple[bool, str]:
+        try:
+            dump = self.cluster.mgr_command("pg dump", dumpcontents=["pgs_brief"])
+        except (ClusterError, ValueError) as e:
+            return False, f"pg dump failed: {e}"
+        stats = dump.get("pg_stats", []) if isinstance(dump, dict) else dump
+        return pgs_ready(stats, osd, wait)
+
+    def heap_release(self, osd: int) -> None:
+        self.cluster.osd_command(osd, "heap", heapcmd="release")

@@ -1,0 +1,250 @@
+"""Per-host memory cgroups for the sandbox: the kernel's own OOM killer enforces a host's memory budget.
+
+Each logical sandbox host gets ``<root>/ceph-drills-<prefix>/<host>`` with its memory limit set to the
+host's budget (cgroup v1: ``memory.limit_in_bytes``; v2: ``memory.max``, with ``memory.swap.max = 0``
+so the limit is a real one). Daemons started with ``cgroup_procs=HostCgroup.procs`` join it before
+exec, so everything they allocate is charged there; when the host's daemons together exceed the
+budget the kernel OOM-kills one of them with SIGKILL, as on a real host.
+
+OOM kills are counted by the kernel per cgroup (v1 ``memory.oom_control`` line ``oom_kill N``, kernel
+4.13+; v2 ``memory.events`` line ``oom_kill N``). `OomWatch` turns rises in that counter, together with
+the daemons whose pid vanished in the same poll, into named kills.
+
+``bootstrap.remove_cgroups`` already removes ``ceph-drills-<prefix>`` on ``sandbox down``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
+V2_ROOT = Path("/sys/fs/cgroup")
+
+
+class CgroupError(Exception):
+    """A memory cgroup that cannot be made or read; the message says what to check."""
+
+
+def memory_root() -> tuple[Path, int]:
+    """(root, version) of the memory controller on this machine: v1 when mounted, else unified v2."""
+    if (V1_MEMORY_ROOT / "memory.limit_in_bytes").exists() or (V1_MEMORY_ROOT / "memory.usage_in_bytes").exists():
+        return V1_MEMORY_ROOT, 1
+    controllers = V2_ROOT / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return V2_ROOT, 2
+    raise CgroupError("no memory cgroup controller: neither /sys/fs/cgroup/memory (v1) nor memory in /sys/fs/cgroup/cgroup.controllers (v2)")
+
+
+def base_name(prefix: str) -> str:
+    return f"ceph-drills-{prefix}"
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """One reading of a host cgroup."""
+
+    usage: int  # bytes charged (anon + page cache)
+    working_set: int  # usage minus inactive file cache (what the kernel cannot simply drop)
+    limit: int  # bytes; 0 = unlimited
+    peak: int  # max usage since creation or the last reset_peak (v1 max_usage_in_bytes; v2 memory.peak where present)
+    oom_kills: int  # the kernel's count of OOM kills in this cgroup
+
+
+@dataclass(frozen=True)
+class HostCgroup:
+    """The memory cgroup of one sandbox host."""
+
+    path: Path
+    version: int  # 1 or 2
+
+    @classmethod
+    def of(cls, prefix: str, host: str, root: Path | None = None, version: int | None = None) -> "HostCgroup":
+        if root is None or version is None:
+            root, version = memory_root()
+        return cls(root / base_name(prefix) / host, version)
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def exists(self) -> bool:
+        return self.procs.exists()
+
+    def _write(self, name: str, value: str) -> None:
+        try:
+            (self.path / name).write_text(value)
+        except OSError as e:
+            raise CgroupError(f"cannot write {value!r} to {self.path / name}: {e.strerror or e}") from None
+
+    def _read(self, name: str) -> str:
+        try:
+            return (self.path / name).read_text()
+        except OSError as e:
+            raise CgroupError(f"cannot read {self.path / name}: {e.strerror or e}") from None
+
+    def create(self, limit: int) -> "HostCgroup":
+        """Make the cgroup (and its parent) and set its memory limit; idempotent."""
+        if limit <= 0:
+            raise CgroupError(f"a host memory budget must be positive (got {limit})")
+        try:
+            if self.version == 2:
+                parent = self.path.parent
+                parent.mkdir(exist_ok=True)
+                # Children get a memory controller only when the parent delegates it.
+                (parent.parent / "cgroup.subtree_control").write_text("+memory")
+                (parent / "cgroup.subtree_control").write_text("+memory")
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CgroupError(f"cannot create memory cgroup {self.path}: {e.strerror or e} (root needed)") from None
+        self.set_limit(limit)
+        return self
+
+    def set_limit(self, limit: int) -> None:
+        if self.version == 1:
+            try:  # daemons moved in bring their memory along (deprecated; newer kernels refuse it)
+                self._write("memory.move_charge_at_immigrate", "3")
+            except CgroupError:
+                pass
+            self._write("memory.limit_in_bytes", str(limit))
+            self._write("memory.oom_control", "0")  # OOM killer on (never just stall the host)
+        else:
+            self._write("memory.max", str(limit))
+            if (self.path / "memory.swap.max").exists():
+                self._write("memory.swap.max", "0")
+
+    def add(self, pid: int) -> None:
+        """Move a running process (all its threads) into the cgroup."""
+        self._write("cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        return [int(x) for x in self._read("cgroup.procs").split() if x.strip()]
+
+    def reset_peak(self) -> None:
+        if self.version == 1:
+            self._write("memory.max_usage_in_bytes", "0")
+        elif (self.path / "memory.peak").exists():
+            try:
+                self._write("memory.peak", "0")  # kernels 6.12+: resets the peak for this writer
+            except CgroupError:
+                pass
+
+    def read(self) -> CgroupMemory:
+        if self.version == 1:
+            usage = int(self._read("memory.usage_in_bytes"))
+            limit = int(self._read("memory.limit_in_bytes"))
+            peak = int(self._read("memory.max_usage_in_bytes"))
+            stat = parse_kv(self._read("memory.stat"))
+            inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+            oom = parse_kv(self._read("memory.oom_control")).get("oom_kill", 0)
+            return CgroupMemory(usage, max(0, usage - inactive_file), 0 if limit >= 1 << 60 else limit, peak, oom)
+        usage = int(self._read("memory.current"))
+        raw_max = self._read("memory.max").strip()
+        peak_file = self.path / "memory.peak"
+        peak = int(peak_file.read_text()) if peak_file.exists() else usage
+        stat = parse_kv(self._read("memory.stat"))
+        oom = parse_kv(self._read("memory.events")).get("oom_kill", 0)
+        return CgroupMemory(usage, max(0, usage - stat.get("inactive_file", 0)), 0 if raw_max == "max" else int(raw_max), peak, oom)
+
+    def remove(self) -> None:
+        """Remove the cgroup if empty (the kernel refuses while processes are in it)."""
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def parse_kv(text: str) -> dict[str, int]:
+    """'key value' lines (memory.stat, memory.oom_control, memory.events) -> dict; non-numbers skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def existing_host_cgroup(prefix: str, host: str) -> HostCgroup | None:
+    """The host's cgroup if a budget was set up for it, else None (daemons then run unconfined)."""
+    try:
+        cg = HostCgroup.of(prefix, host)
+    except CgroupError:
+        return None
+    return cg if cg.exists() else None
+
+
+# --- OOM kills, named --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OomKill:
+    host: str
+    daemon: str  # "" when the counter rose but no watched daemon vanished (another process was chosen)
+    pid: int
+    t: float  # wall clock when noticed
+    rss_before: int  # last RSS seen before the kill (bytes)
+
+
+PidOf = Callable[[str], "int | None"]
+RssOf = Callable[[int], int]
+
+
+@dataclass
+class OomWatch:
+    """Polls host cgroups: a rise of a cgroup's oom_kill counter plus a watched daemon gone = an OOM kill.
+
+    The sandbox's daemons are daemonised (not our children), so there is no exit status to read; the
+    kernel's counter is what says "killed by the OOM killer" (always SIGKILL), the vanished pid says whom.
+    """
+
+    cgroups: dict[str, HostCgroup]  # host -> its cgroup
+    daemons: dict[str, Sequence[str]]  # host -> daemons to name
+    pid_of: PidOf
+    rss_of: RssOf
+    kills: list[OomKill] = field(default_factory=list)
+    _counts: dict[str, int] = field(default_factory=dict)
+    _pids: dict[str, int] = field(default_factory=dict)
+    _rss: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for host, cg in self.cgroups.items():
+            self._counts[host] = cg.read().oom_kills
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        for names in self.daemons.values():
+            for d in names:
+                pid = self.pid_of(d)
+                if pid is not None:
+                    self._pids[d] = pid
+                    try:
+                        self._rss[d] = self.rss_of(pid)
+                    except Exception:  # noqa: BLE001 - gone between the two reads
+                        pass
+                else:
+                    self._pids.pop(d, None)
+
+    def poll(self) -> list[OomKill]:
+        """New kills since the last poll (also appended to ``kills``)."""
+        new: list[OomKill] = []
+        now = time.time()
+        for host, cg in self.cgroups.items():
+            count = cg.read().oom_kills
+            rose = count - self._counts.get(host, 0)
+            self._counts[host] = count
+            if rose <= 0:
+                continue
+            gone = [d for d in self.daemons.get(host, ()) if d in self._pids and not _alive(self._pids[d], self.pid_of(d))]
+            for i in range(rose):
+                d = gone[i] if i < len(gone) else ""
+                new.append(OomKill(host, d, self._pids.get(d, 0), now, self._rss.get(d, 0)))
+        self._snapshot()
+        self.kills.extend(new)
+        return new
+
+
+def _alive(old_pid: int, current: int | None) -> bool:
+    return current is not None and current == old_pid and os.path.exists(f"/proc/{old_pid}")

@@ -1,0 +1,97 @@
+"""Controlled restart and preflight on the test sandbox (real OSDs in real memory cgroups)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from drills.faults.base import FaultSession
+from drills.faults.guard import guard_from_cluster
+from drills.faults.ledger import FaultLedger
+from drills.preflight import cli as preflight_cli
+from drills.restart import cli as restart_cli
+from drills.restart.hostops import CephClusterOps, SandboxHostOps
+from drills.restart.orchestrator import ControlledRestart, RestartConfig, order_daemons, select_osds
+from drills.restart.runbook import run_with_flags
+from drills.sandbox.cgroups import HostCgroup
+
+pytestmark = pytest.mark.integration
+MiB = 1 << 20
+
+
+def _stop(ops, pairs):
+    for h, d in pairs:
+        ops.stop(h, d)
+
+
+def _restart(sandbox_target, sandbox_cluster, sandbox_spec, rack, budget, need):
+    ops = SandboxHostOps(sandbox_target)
+    pairs = order_daemons(select_osds(sandbox_target, rack=rack), "id")
+    cgroups = {h.name: HostCgroup.of(sandbox_spec.prefix, h.name).create(budget) for h, _ in pairs}
+    sandbox_cluster.set_flag("noout")  # while we stop them by hand; the restart's own flags are ledgered
+    try:
+        _stop(ops, pairs)
+    finally:
+        sandbox_cluster.unset_flag("noout")
+    restart = ControlledRestart(ops, CephClusterOps(sandbox_cluster),
+                                RestartConfig({h.name: budget for h, _ in pairs}, need, step_timeout_s=120, settle_s=5), pairs)
+    with FaultSession(sandbox_target, guard=guard_from_cluster(sandbox_target, sandbox_cluster)) as s:
+        result, flags = run_with_flags(s, sandbox_target, sandbox_cluster, restart)
+    return result, flags, cgroups, ops, pairs
+
+
+def test_controlled_restart_of_a_rack_under_a_budget(sandbox_target, sandbox_cluster, sandbox_spec):
+    result, flags, cgroups, ops, pairs = _restart(sandbox_target, sandbox_cluster, sandbox_spec, "rack2", 1536 * MiB, 200 * MiB)
+    assert result.ok, result.summary()
+    assert result.started == [d for _, d in pairs] and not result.oom_kills
+    assert all(cg.read().oom_kills == 0 for cg in cgroups.values())
+    assert all(result.peak_used[h] <= 1536 * MiB for h in result.peak_used)
+    # the daemons really run in their host's cgroup
+    for h, d in pairs:
+        pid = ops._pid(d)
+        assert pid in cgroups[h.name].pids()
+    assert not ({"noout", "nodeep-scrub"} & sandbox_cluster.flags())
+    assert not FaultLedger(sandbox_target.state_dir).pending()
+    sandbox_cluster.wait_for_clean(timeout=180)
+
+
+def test_budget_below_one_osd_stops_with_flags_restored(sandbox_target, sandbox_cluster, sandbox_spec):
+    result, flags, cgroups, ops, pairs = _restart(sandbox_target, sandbox_cluster, sandbox_spec, "rack3", 64 * MiB, 200 * MiB)
+    try:
+        assert not result.ok
+        assert "below one OSD's start-up need" in result.error
+        assert result.held == [d for _, d in pairs]
+        assert not result.oom_kills
+        assert not ({"noout", "nodeep-scrub"} & sandbox_cluster.flags())
+        assert not FaultLedger(sandbox_target.state_dir).pending()
+    finally:
+        for h, d in pairs:
+            cgroups[h.name].set_limit(4096 * MiB)
+            ops.start(h, d)
+        sandbox_cluster.wait_for_osds(up={int(d.split(".")[1]) for _, d in pairs}, timeout=120)
+        sandbox_cluster.wait_for_clean(timeout=180)
+
+
+def _parse(mod, argv, default):
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    mod.add_parser(sub, default)
+    return p.parse_args(argv)
+
+
+def test_restart_cli_unknown_rack(sandbox_target, capsys):
+    a = _parse(restart_cli, ["restart", "--rack", "rack9", "--memory-budget", "1GiB"], sandbox_target.path)
+    assert a.func(a) == 2
+    assert "unknown rack 'rack9'" in capsys.readouterr().err
+
+
+def test_preflight_output_for_the_sandbox(sandbox_target, capsys):
+    a = _parse(preflight_cli, ["preflight"], sandbox_target.path)
+    rc = a.func(a)
+    out = capsys.readouterr().out
+    print(out)
+    assert rc == 0, out
+    for check in ("swap", "memory", "overcommit", "daemons", "clock", "mtu"):
+        assert f"  {check}" in out
+    assert "preflight passed" in out

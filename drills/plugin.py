@@ -138,12 +138,21 @@ def thresholds(pytestconfig: pytest.Config) -> Thresholds:
 @pytest.fixture(scope="session")
 def samplers(timeline: Timeline, drill_target: Target, cluster: CephCluster) -> Iterator[list[Sampler]]:
     """1 Hz cluster and memory samplers running for the whole session."""
-    running = [s.start() for s in default_samplers(timeline, drill_target, cluster)]
+    host_command = None
+    ssh = None
+    if drill_target.cluster.deployment != "sandbox" and any(h.access.kind == "ssh" for h in drill_target.hosts):
+        from drills.faults.backends.ssh import SshBackend
+
+        ssh = SshBackend(drill_target)  # daemon memory on staging hosts is read over SSH
+        host_command = lambda host, cmd: ssh.run(host, cmd, check=False).stdout  # noqa: E731
+    running = [s.start() for s in default_samplers(timeline, drill_target, cluster, host_command=host_command)]
     try:
         yield running
     finally:
         for s in running:
             s.stop()
+        if ssh is not None:
+            ssh.close()
 
 
 @pytest.fixture
@@ -202,8 +211,10 @@ def heal_leftovers(config: pytest.Config, target: Target) -> None:
     if not pending:
         return
     report = heal_pending(target)
-    tw = config.get_terminal_writer()
-    tw.line(f"ceph-drills: healed leftovers of an earlier run on {target.cluster.name}: {report.summary()}", yellow=True)
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # said out loud, not into a test's captured output
+        config.get_terminal_writer().line(
+            f"ceph-drills: healed leftovers of an earlier run on {target.cluster.name}: {report.summary()}", yellow=True)
     if not report.ok:
         raise pytest.UsageError(f"faults from an earlier run could not be undone on {target.path}:\n{report.summary()}")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -241,6 +242,7 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
                            concurrency=settings.count, malloc_env=malloc_env)
 
     drill.phase("recovery", restores=settings.count, budget=settings.budget_bytes)
+    recovery_started = time.time()
     oom_before = oom_kills_now()
     with fault_during(faults, fault):
         result = run_isolated(spec, on_rss=lambda t, rss: timeline.sample("restore.rss.bytes", rss, t=t, process="restore"),
@@ -267,6 +269,8 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
     if result.exit_status != 0:
         drill.note(f"restore process exited {result.exit_status}: {result.stderr_tail[-300:]}")
 
+    # Small restores can finish within a second: the 1 Hz daemon samplers must see the phase.
+    time.sleep(max(0.0, 2.5 - (time.time() - recovery_started)))
     drill.phase("after")
     exact, differing, problems = verify_images(cluster, pool, jobs, expected, result)
     drill.measure("after", "restores_failed", failed + (settings.count - failed - exact))

@@ -4,7 +4,6 @@ SIGTERM and after kill -9 of the runner, the guards, and BMC emulators wired to 
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -152,13 +151,16 @@ def test_drill_run_after_a_crashed_runner_heals_first_and_says_so(sandbox_cluste
     run = subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", sandbox_target.path, "--suite", "smoke",
                           "--report-dir", str(tmp_path), "--", "-k", "test_rados_object_round_trip"],
                          capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "healed leftovers of an earlier run" in run.stdout and "rack power cut rack1" in run.stdout
-    assert FaultLedger(sandbox_target.state_dir).pending() == []
-    assert drill_tables(sandbox_spec) == {}
     osds = {i for h in sandbox_target.rack("rack1").hosts for i in h.osd_ids}
-    sandbox_cluster.wait_for_osds(up=osds, timeout=120)
-    sandbox_cluster.wait_for_clean(timeout=300)
+    try:
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "healed leftovers of an earlier run" in run.stdout and "rack power cut rack1" in run.stdout, run.stdout[-2000:]
+        assert FaultLedger(sandbox_target.state_dir).pending() == []
+        assert drill_tables(sandbox_spec) == {}
+    finally:  # leave the cluster whole for the next test, whatever this one found
+        subprocess.run([sys.executable, "-m", "drills.cli", "heal", "--target", sandbox_target.path], capture_output=True, timeout=300)
+        sandbox_cluster.wait_for_osds(up=osds, timeout=120)
+        sandbox_cluster.wait_for_clean(timeout=300)
 
 
 def test_guards_refuse_and_inject_nothing(sandbox_cluster, sandbox_target, sandbox_spec, tmp_path):

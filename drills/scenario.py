@@ -146,7 +146,6 @@ class FaultDrill:
     pace: Pace = field(default_factory=current_pace)
     allow_unavailable: bool = False
     expect_down: bool = True  # False for faults the cluster never notices as an OSD down
-    _healed_at: float = field(default=0.0, init=False)
 
     def run(self) -> DrillOutcome:
         d, c, t, pace = self.drill, self.cluster, self.target, self.pace
@@ -176,14 +175,24 @@ class FaultDrill:
         self._measure_io_errors(writer, None if result.stopped else result.returncode)  # stopped by us: exit 128
         d.note(report.summary().splitlines()[0])
         d.note(f"fio {job.name}: exit {result.returncode}, {len(result.intervals)} intervals")
-        flaps = [e for e in read_events(d.run_dir) if e.kind == "cluster.osd_down" and e.t >= self._healed_at]
-        d.measure("recovery", "osd_flaps", len(flaps))
-        d.measure("after", "osd_flaps", len(flaps))
+        self._measure_flaps()
         pool_size = next((p["size"] for p in c.pools() if p["pool_name"] == t.cluster.rbd_pool), 3)
         return DrillOutcome(
             lost_writes=d.lost_writes(writer, report, "rados objects: latest acknowledged seq + crc per key"),
             model=ModelInputs(small_write_ms=w_ms, object_recovery_ms=r_ms, pool_size=pool_size, object_size=4 << 20),
         )
+
+    def _measure_flaps(self) -> None:
+        """OSDs marked down again once the fault's own loss was detected: in the degraded phase
+        (a partitioned OSD marked up and down again) and after the heal."""
+        events = read_events(self.drill.run_dir)
+        spans = [(e.t, e.label) for e in events if e.kind == "phase" and e.data.get("drill") == self.drill.name]
+        bounds = {label: (t, spans[i + 1][0] if i + 1 < len(spans) else float("inf")) for i, (t, label) in enumerate(spans)}
+        downs = [e.t for e in events if e.kind == "cluster.osd_down"]
+        for phase in ("degraded", "recovery", "after"):
+            if phase in bounds:
+                start, end = bounds[phase]
+                self.drill.measure(phase, "osd_flaps", sum(1 for t in downs if start <= t < end))
 
     def _measure_io_errors(self, writer: VerifyingWriter, fio_returncode: int | None) -> None:
         """Writes that failed or never returned, counted in the phase that issued them."""
@@ -242,7 +251,6 @@ class FaultDrill:
 
         d.phase("recovery", restored=fault.label)
         t_heal = time.monotonic()
-        self._healed_at = time.time()
         self.faults.heal(fault)
         if down:
             c.wait_for_osds(up=down, timeout=pace.detection_timeout)

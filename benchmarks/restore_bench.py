@@ -191,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
                 write_backup(volume, store, prefix, chunk_mib * MiB, codec)
                 backup = store.root / prefix
                 for conc in concurrencies:
-                    base = run_child("baseline", backup, conc, workdir / "out", args)
+                    base = None if args.no_baseline else run_child("baseline", backup, conc, workdir / "out", args)
                     eng = run_child("engine", backup, conc, workdir / "out", args)
-                    base_rate, eng_rate = base.bytes / base.seconds / 1e6, eng.bytes / eng.seconds / 1e6
-                    row = (f"{chunk_mib:>4}MiB {codec:>5} {conc:>4} | {format_size(base.peak_rss):>12} "
-                           f"{format_size(eng.peak_rss):>10} {base.peak_rss / eng.peak_rss:>8.1f}x "
+                    eng_rate = eng.bytes / eng.seconds / 1e6
+                    base_rate = base.bytes / base.seconds / 1e6 if base else None
+                    row = (f"{chunk_mib:>4}MiB {codec:>5} {conc:>4} | {format_size(base.peak_rss) if base else '-':>12} "
+                           f"{format_size(eng.peak_rss):>10} {f'{base.peak_rss / eng.peak_rss:.1f}x' if base else '-':>9} "
                            f"{format_size(args.budget):>9} {format_size(eng.peak_reserved):>9} | "
-                           f"{base_rate:>9.0f} {eng_rate:>8.0f} {eng_rate / base_rate:>10.2f}x")
+                           f"{f'{base_rate:.0f}' if base_rate else '-':>9} {eng_rate:>8.0f} "
+                           f"{f'{eng_rate / base_rate:.2f}x' if base_rate else '-':>11}")
                     rows.append(row)
                     print(row, flush=True)
                 shutil.rmtree(store.root, ignore_errors=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from drills.timeline import Timeline
+from drills.workloads.spec import workload_fields
 
 DIRECTIONS = ("read", "write", "trim")
 PERCENTILES = {"lat_p50_ms": 50.0, "lat_p99_ms": 99.0, "lat_p999_ms": 99.9}
@@ -97,18 +98,7 @@ class FioJob:
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any], name: str | None = None) -> "FioJob":
         """Build from a config table (e.g. TOML). Unknown keys are an error that names the workload."""
-        data = dict(spec)
-        if name is not None:
-            data.setdefault("name", name)
-        workload = data.get("name", "<unnamed>")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FioConfigError(
-                f"fio workload {workload!r}: unknown field(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(known))}; put other fio options under 'extra')")
-        if "name" not in data:
-            raise FioConfigError("fio workload: missing field 'name'")
+        data = workload_fields(cls, spec, name, "fio", FioConfigError, hint="; put other fio options under 'extra'")
         return cls(**data)
 
     def validate(self) -> None:

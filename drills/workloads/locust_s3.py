@@ -31,13 +31,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from drills.target import Target, TargetError
 from drills.timeline import Timeline
 from drills.units import parse_bytes
+from drills.workloads.spec import workload_fields
 
 LOCUSTFILE = Path(__file__).with_name("locustfile_s3.py")
 OPS = ("put", "get", "delete")
@@ -77,17 +78,7 @@ class S3Workload:
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any], name: str | None = None) -> "S3Workload":
-        data = dict(spec)
-        if name is not None:
-            data.setdefault("name", name)
-        workload = data.get("name", "<unnamed>")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise S3ConfigError(f"s3 workload {workload!r}: unknown field(s) {', '.join(unknown)} "
-                                f"(known: {', '.join(sorted(known))})")
-        if "name" not in data:
-            raise S3ConfigError("s3 workload: missing field 'name'")
+        data = workload_fields(cls, spec, name, "s3", S3ConfigError)
         return cls(**data)
 
     def validate(self) -> None:

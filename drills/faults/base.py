@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal as signal_mod
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -149,6 +150,19 @@ def _default_resolver(target: Target) -> BackendResolver:
     from drills.faults.backends import BackendRegistry  # late: backends import this module
 
     return BackendRegistry(target).for_host
+
+
+def wait_for_power_state(read_state: Callable[[], str], host: Host, state: str, timeout_s: float,
+                         poll_interval_s: float, label: str = "power") -> None:
+    """Poll a BMC until it reports `state`; errors reading it (credentials, reachability) propagate."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = read_state()
+        if now == state:
+            return
+        if time.monotonic() > deadline:
+            raise FaultError(f"host {host.name}: BMC still reports {label} {now} {timeout_s:.0f}s after asking for {state}")
+        time.sleep(poll_interval_s)
 
 
 # --- what a fault takes down (input to the guard) -------------------------------

@@ -182,6 +182,37 @@ def _wait_completion(done: threading.Event, timeout_s: float, what: str) -> None
         raise WriteTimeout(f"{what}: no acknowledgement within {timeout_s:g}s")
 
 
+def _aio_write(start: Callable[[Callable[[Any], None]], Any], what: str, timeout_s: float) -> None:
+    """Queue a write through `start(oncomplete)` and wait for its acknowledgement.
+
+    oncomplete runs on a librados/librbd finisher thread; a late one after our timeout is harmless.
+    """
+    done = threading.Event()
+    completion = start(lambda _c: done.set())
+    _wait_completion(done, timeout_s, what)
+    rc = completion.get_return_value()
+    if rc < 0:
+        raise OSError(-rc, f"{what} failed: errno {-rc}")
+
+
+def _aio_read(start: Callable[[Callable[[Any, bytes | None], None]], Any], what: str, timeout_s: float) -> tuple[int, bytes]:
+    """Queue a read through `start(oncomplete)` and wait for it: (return value, data)."""
+    done = threading.Event()
+    got: dict[str, Any] = {}
+
+    def on_read(completion: Any, data: bytes | None) -> None:
+        got["rc"], got["data"] = completion.get_return_value(), data
+        done.set()
+
+    try:
+        start(on_read)
+    except Exception as e:  # rados.Error / rbd.Error and friends: an error queueing the read
+        raise ReadFailed(f"{what}: {e}") from e
+    if not done.wait(timeout_s):
+        raise ReadFailed(f"{what}: no reply within {timeout_s:g}s")
+    return got["rc"], bytes(got["data"] or b"")
+
+
 class RadosObjectBackend:
     """One RADOS object per key, replaced whole with aio_write_full (python-rados 16.2 API).
 
@@ -196,34 +227,17 @@ class RadosObjectBackend:
         return f"{self.prefix}.{index:06d}"
 
     def write(self, index: int, data: bytes, timeout_s: float) -> None:
-        done = threading.Event()
-        # oncomplete(completion) runs on a librados finisher thread; a late one after our timeout is harmless
-        completion = self.ioctx.aio_write_full(self.describe(index), data, oncomplete=lambda _c: done.set())
-        _wait_completion(done, timeout_s, f"aio_write_full {self.describe(index)}")
-        rc = completion.get_return_value()
-        if rc < 0:
-            raise OSError(-rc, f"aio_write_full {self.describe(index)} failed: errno {-rc}")
+        name = self.describe(index)
+        _aio_write(lambda cb: self.ioctx.aio_write_full(name, data, oncomplete=cb), f"aio_write_full {name}", timeout_s)
 
     def read(self, index: int, length: int, timeout_s: float) -> bytes | None:
-        done = threading.Event()
-        got: dict[str, Any] = {}
-
-        def on_read(completion: Any, data: bytes | None) -> None:
-            got["rc"], got["data"] = completion.get_return_value(), data
-            done.set()
-
-        try:
-            self.ioctx.aio_read(self.describe(index), length, 0, oncomplete=on_read)
-        except Exception as e:  # rados.Error and friends: an error queueing the read
-            raise ReadFailed(f"aio_read {self.describe(index)}: {e}") from e
-        if not done.wait(timeout_s):
-            raise ReadFailed(f"aio_read {self.describe(index)}: no reply within {timeout_s:g}s")
-        rc = got["rc"]
+        name = self.describe(index)
+        rc, data = _aio_read(lambda cb: self.ioctx.aio_read(name, length, 0, oncomplete=cb), f"aio_read {name}", timeout_s)
         if rc == -2:  # -ENOENT: the object does not exist
             return None
         if rc < 0:
-            raise ReadFailed(f"aio_read {self.describe(index)}: errno {-rc}")
-        return bytes(got["data"] or b"")[:rc]
+            raise ReadFailed(f"aio_read {name}: errno {-rc}")
+        return data[:rc]
 
     def remove(self, index: int) -> None:
         import rados  # the python3-rados module; only needed when this backend is used
@@ -261,31 +275,14 @@ class RbdImageBackend:
     def write(self, index: int, data: bytes, timeout_s: float) -> None:
         if len(data) > self.slot_size:
             raise VerifierError(f"record of {len(data)} bytes does not fit a {self.slot_size}-byte slot")
-        done = threading.Event()
-        completion = self.image.aio_write(data.ljust(self.slot_size, b"\0"), self.offset(index),
-                                          lambda _c: done.set())
-        _wait_completion(done, timeout_s, f"aio_write {self.describe(index)}")
-        rc = completion.get_return_value()
-        if rc < 0:
-            raise OSError(-rc, f"aio_write {self.describe(index)} failed: errno {-rc}")
+        slot = data.ljust(self.slot_size, b"\0")
+        _aio_write(lambda cb: self.image.aio_write(slot, self.offset(index), cb), f"aio_write {self.describe(index)}", timeout_s)
 
     def read(self, index: int, length: int, timeout_s: float) -> bytes | None:
-        done = threading.Event()
-        got: dict[str, Any] = {}
-
-        def on_read(completion: Any, data: bytes | None) -> None:
-            got["rc"], got["data"] = completion.get_return_value(), data
-            done.set()
-
-        try:
-            self.image.aio_read(self.offset(index), self.slot_size, on_read)
-        except Exception as e:
-            raise ReadFailed(f"aio_read {self.describe(index)}: {e}") from e
-        if not done.wait(timeout_s):
-            raise ReadFailed(f"aio_read {self.describe(index)}: no reply within {timeout_s:g}s")
-        if got["rc"] < 0:
-            raise ReadFailed(f"aio_read {self.describe(index)}: errno {-got['rc']}")
-        data = bytes(got["data"] or b"")
+        rc, data = _aio_read(lambda cb: self.image.aio_read(self.offset(index), self.slot_size, cb),
+                             f"aio_read {self.describe(index)}", timeout_s)
+        if rc < 0:
+            raise ReadFailed(f"aio_read {self.describe(index)}: errno {-rc}")
         return None if not data.strip(b"\0") else data[:length]
 
     def remove(self, index: int) -> None:

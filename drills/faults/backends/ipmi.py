@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 
-from drills.faults.base import BackendUnavailable, FaultError, UnsupportedOps
+from drills.faults.base import BackendUnavailable, FaultError, UnsupportedOps, wait_for_power_state
 from drills.target import Host, Target, TargetError, read_secret
 
 HANDLES = {"power": ("ipmi",)}
@@ -89,14 +88,7 @@ class IpmiBackend(UnsupportedOps):
         raise FaultError(f"host {host.name}: unexpected ipmitool answer to power status: {out.strip()!r}")
 
     def _wait_for(self, host: Host, state: str) -> None:
-        deadline = time.monotonic() + self.settle_timeout_s
-        while True:
-            now = self.power_state(host)
-            if now == state:
-                return
-            if time.monotonic() > deadline:
-                raise FaultError(f"host {host.name}: BMC still reports power {now} {self.settle_timeout_s:.0f}s after power {state}")
-            time.sleep(self.poll_interval_s)
+        wait_for_power_state(lambda: self.power_state(host), host, state, self.settle_timeout_s, self.poll_interval_s, "power")
 
     # -- HostBackend --
     def probe(self, host: Host, role: str) -> None:

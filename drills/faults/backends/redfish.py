@@ -12,12 +12,11 @@ Credentials: HTTP basic auth, user ``power.username``, password from
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from drills.faults.base import BackendUnavailable, FaultError, UnsupportedOps
+from drills.faults.base import BackendUnavailable, FaultError, UnsupportedOps, wait_for_power_state
 from drills.target import Host, Target, TargetError, read_secret
 
 HANDLES = {"power": ("redfish",)}
@@ -98,14 +97,7 @@ class RedfishBackend(UnsupportedOps):
         self._request(host, "POST", url, json={"ResetType": reset_type})
 
     def _wait_for(self, host: Host, state: str) -> None:
-        deadline = time.monotonic() + self.settle_timeout_s
-        while True:
-            now = self.power_state(host)
-            if now == state:
-                return
-            if time.monotonic() > deadline:
-                raise FaultError(f"host {host.name}: BMC still reports PowerState {now} {self.settle_timeout_s:.0f}s after asking for {state}")
-            time.sleep(self.poll_interval_s)
+        wait_for_power_state(lambda: self.power_state(host), host, state, self.settle_timeout_s, self.poll_interval_s, "PowerState")
 
     # -- HostBackend --
     def probe(self, host: Host, role: str) -> None:

@@ -16,14 +16,19 @@ from drills.thresholds import ThresholdsError, load_thresholds
 # Suites name drill modules (pytest modules inside the drills package).
 FAULT_DRILLS = ["drills.test_osd_kill", "drills.test_hung_osd", "drills.test_host_power_cut", "drills.test_rack_partition"]
 RESTORE = "drills.test_concurrent_restore"
+CONTROLLED_RESTART = "drills.test_controlled_restart"
 SUITES: dict[str, list[str]] = {
     "smoke": ["drills.test_smoke", "drills.test_rack_power_cut", RESTORE],
-    "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE],
-    "full": ["drills.test_smoke", "drills.test_rack_power_cut", *FAULT_DRILLS, RESTORE, "drills.test_oom_chain_reaction"],
+    "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", CONTROLLED_RESTART, *FAULT_DRILLS, RESTORE],
+    "full": ["drills.test_smoke", "drills.test_rack_power_cut", CONTROLLED_RESTART, *FAULT_DRILLS, RESTORE,
+             "drills.test_oom_chain_reaction"],
 }
 # Phase lengths (drills/scenario.py Pace) and drill sizes per suite: smoke keeps a run to minutes;
 # nightly and full run the restore drill at the bug's size (41 restores).
 SUITE_PACE = {"smoke": "smoke", "nightly": "nightly", "full": "full"}
+# Per-drill safety net against a hang (pytest-timeout), whatever the caller's working directory: a drill
+# at nightly/full pace runs well past the 900 s a smoke-sized one needs.
+SUITE_TIMEOUT_S = {"smoke": 900, "nightly": 3600, "full": 5400}
 SUITE_ENV: dict[str, dict[str, str]] = {
     "smoke": {"DRILL_RESTORE_COUNT": "4", "DRILL_RESTORE_VOLUME_MIB": "16", "DRILL_RESTORE_CHUNK_MIB": "4", "DRILL_RESTORE_RAW_SECONDS": "5"},
     "nightly": {},
@@ -73,9 +78,13 @@ def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None
             o = fault.takes_down()
             print(f"    fault: {fault.label} ({fault.description}); takes down hosts {sorted(o.hosts) or '-'}, "
                   f"OSDs {sorted(o.osds()) or '-'}")
-            print(f"    phases: warm-up {pace.warmup:.0f} s, baseline {pace.baseline:.0f} s, detection, degraded {pace.degraded:.0f} s, "
-                  f"recovery (until active+clean), after {pace.after:.0f} s")
-            print("    workloads: fio rbd 4k randwrite iodepth 16 + verifying writer (RADOS, 20 writes/s)")
+            if not getattr(mod, "OWN_RUNBOOK", False):  # a drill with its own runbook says it in plan_notes
+                print(f"    phases: warm-up {pace.warmup:.0f} s, baseline {pace.baseline:.0f} s, detection, degraded {pace.degraded:.0f} s, "
+                      f"recovery (until active+clean), after {pace.after:.0f} s")
+                print("    workloads: fio rbd 4k randwrite iodepth 16 + verifying writer (RADOS, 20 writes/s)")
+            # A drill whose phases differ from the plain runbook says how (e.g. a controlled restart).
+            for line in getattr(mod, "plan_notes", lambda _t: [])(t):
+                print(f"    {line}")
         for th in limits.for_drill(drill):
             print(f"    limit {th.phase:9s} {th.key} = {th.written}")
     print(f"reports under {out}/<run-id>/; nothing was touched")
@@ -114,6 +123,7 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
         f"--run-id={run_id}",
         f"--junitxml={out / run_id / 'junit.xml'}",
         "-o", "console_output_style=classic",
+        "-o", f"timeout={SUITE_TIMEOUT_S[suite]}",
         *([f"--thresholds={thresholds}"] if thresholds else []),
         *extra,
     ]

@@ -14,11 +14,13 @@ from drills.faults.base import PowerCut
 from drills.scenario import FaultDrill
 
 DRILL = "host_power_cut"
-DRILL_HOST = os.environ.get("DRILL_HOST", "r1h2")
+def _host(t) -> str:
+    """DRILL_HOST, else the last host of the first rack (r1h2 on the default sandbox)."""
+    return os.environ.get("DRILL_HOST") or t.racks[0].hosts[-1].name
 
 
 def make_fault(t):
-    return PowerCut(t, [DRILL_HOST])
+    return PowerCut(t, [_host(t)])
 
 
 def test_host_power_cut(drill, cluster, drill_target, faults, drill_image):

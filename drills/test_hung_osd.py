@@ -14,11 +14,13 @@ from drills.faults.base import DaemonHang
 from drills.scenario import FaultDrill
 
 DRILL = "hung_osd"
-DRILL_OSD = os.environ.get("DRILL_OSD", "osd.1")
+def _osd(t) -> str:
+    """DRILL_OSD, else the first OSD of the first rack's last host (osd.1 on the default sandbox)."""
+    return os.environ.get("DRILL_OSD") or f"osd.{t.racks[0].hosts[-1].osd_ids[0]}"
 
 
 def make_fault(t):
-    return DaemonHang(t, DRILL_OSD)
+    return DaemonHang(t, _osd(t))
 
 
 def test_hung_osd(drill, cluster, drill_target, faults, drill_image):

@@ -1,24 +1,26 @@
 """Drill oom_chain_reaction: a rack comes back after writes; started all at once under a memory budget
 the kernel OOM-kills OSDs; started one at a time (drills/restart) under the same budget it does not.
 
-Sandbox only: each OSD host's daemons run in a memory cgroup (drills/sandbox/cgroups.py), so the kernel's
-real OOM killer enforces the budget. Runbook, done twice with the same fault, the same writes, the same limits:
+Sandbox only, with 2 or more OSDs per host (`drill sandbox up --racks 3 --hosts-per-rack 1 --osds-per-host 2`):
+each OSD host's daemons run in a memory cgroup (drills/sandbox/cgroups.py), so the kernel's real OOM killer
+enforces the budget. Runbook, done twice with the same fault, the same writes, the same limits:
 
-  set-up      PG log settings raised (osd_min/max_pg_log_entries, osd_pg_log_dups_tracked, ...) so every write
-              while the rack is down stays in memory at start-up; recovery sleep 0 so recovery ends in minutes
+  set-up      osd_max_pg_log_entries raised (and osd_min_pg_log_entries left low) so every write while the
+              rack is down is a PG log entry and a missing object the returning OSDs take into memory, and a
+              recovered OSD restarted comes back small; recovery sleep 0 so recovery ends in minutes
   fault       rack power cut (silent); noout etc. set through the fault ledger
-  writes      the verifying writer (20/s, read back at the end) and N small objects (every one a pg log entry
-              and, for the rack's OSDs, a missing object)
+  writes      the verifying writer (20/s, read back at the end) and N small objects
   start       round "uncontrolled": every OSD of the rack at once, each OOM-killed one started again after
-              10 s, at most 3 times (ceph-osd@.service's Restart/StartLimit) -> OOM kills, time to HEALTH_OK
+              10 s, at most 3 starts (ceph-osd@.service's Restart/StartLimit) -> OOM kills, time to HEALTH_OK
               or never within the bound
               round "controlled": drills.restart.ControlledRestart under the same budget -> OOM kills,
               peak per host vs its budget, time to HEALTH_OK
-  heal        limits lifted, everything started, until active+clean
+  heal        limits lifted, everything started, until active+clean; RSS per OSD after clean and after
+              `heap release` (refused where ceph-osd is not built with tcmalloc: said, not hidden)
 
 Knobs: DRILL_RACK (default the last rack), DRILL_OOM_OBJECTS (default 100000), DRILL_OOM_BUDGET (bytes
-or 380MiB: the rack's hosts' budget; the other hosts get DRILL_OOM_SURVIVOR_BUDGET, default 3GiB),
-DRILL_OOM_BOUND (seconds to wait for HEALTH_OK, default 240).
+or 640MiB: the rack's hosts' budget; the other hosts get DRILL_OOM_SURVIVOR_BUDGET, default 3GiB),
+DRILL_OOM_BOUND (seconds to wait for HEALTH_OK, default 600).
 """
 
 from __future__ import annotations
@@ -46,19 +48,48 @@ from drills.units import parse_bytes
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 DRILL = "oom_chain_reaction"
+OWN_RUNBOOK = True  # not the FaultDrill phases: two rounds, see plan_notes
 MiB = 1 << 20
 
+# A PG log is kept up to osd_max_pg_log_entries while its PG is degraded; with a high target per OSD it is
+# not trimmed back below osd_min_pg_log_entries per PG. So every write while the rack is down is a log entry
+# the survivors keep and the returning OSDs take in with a missing object (log-based recovery, not backfill),
+# and a recovered OSD, restarted, comes back small (its missing set gone, the heap new): the article's
+# "restart the biggest daemon". Measured: with a low target the logs are trimmed while degraded, the returning
+# OSDs backfill instead, and two at once fit where the article's chain reaction needs them not to.
 PG_LOG_SETTINGS = {
-    "osd_min_pg_log_entries": "500000",
+    "osd_min_pg_log_entries": "1000",
     "osd_max_pg_log_entries": "500000",
-    "osd_pg_log_dups_tracked": "1000000",
-    "osd_target_pg_log_entries_per_osd": "10000000",
-    "osd_pg_log_trim_min": "500000",
+    "osd_target_pg_log_entries_per_osd": "100000000",
+    "osd_pg_log_dups_tracked": "3000",
+    "osd_pg_log_trim_min": "100",
     "osd_max_backfills": "16",
     "osd_recovery_max_active": "16",
     "osd_recovery_sleep": "0",
     "osd_recovery_sleep_hdd": "0",
 }
+POOL_PGS = 32
+
+
+def _rack(t: Target) -> str:
+    return os.environ.get("DRILL_RACK") or t.racks[-1].name
+
+
+def make_fault(t: Target) -> RackPowerCut:
+    """The fault of both rounds (also what `drill run --dry-run` shows)."""
+    return RackPowerCut(t, _rack(t))
+
+
+def plan_notes(t: Target) -> list[str]:
+    rack = _rack(t)
+    notes = [f"two rounds on rack {rack}: all its OSDs started at once, then one at a time (drills.restart), "
+             f"under {os.environ.get('DRILL_OOM_BUDGET', '640MiB')} per host; {os.environ.get('DRILL_OOM_OBJECTS', '100000')} "
+             "small objects written while it is down; verifying writer (RADOS, 20 writes/s) throughout"]
+    if t.cluster.deployment != "sandbox":
+        notes.append("will be SKIPPED: needs the sandbox's memory cgroups")
+    elif any(len(h.osd_ids) < 2 for h in t.rack(rack).hosts):
+        notes.append("will be SKIPPED: needs 2+ OSDs per host (drill sandbox up --racks 3 --hosts-per-rack 1 --osds-per-host 2)")
+    return notes
 
 
 @dataclass
@@ -66,7 +97,8 @@ class RoundResult:
     name: str
     oom_kills: list = field(default_factory=list)
     time_to_health_ok: float | None = None  # None = never within the bound
-    peak_used: dict[str, int] = field(default_factory=dict)
+    peak_used: dict[str, int] = field(default_factory=dict)  # host -> peak anonymous memory (the daemons' heaps)
+    peak_usage: dict[str, int] = field(default_factory=dict)  # host -> the kernel's peak charge (heaps + page cache)
     peak_rss: dict[str, int] = field(default_factory=dict)
     restart: RestartResult | None = None
 
@@ -100,24 +132,30 @@ def _peak_watch(spec, target: Target, hosts: dict[str, HostCgroup], stop: thread
                 m = cg.read()
             except Exception:  # noqa: BLE001
                 continue
-            out.peak_used[name] = max(out.peak_used.get(name, 0), m.working_set)
+            out.peak_used[name] = max(out.peak_used.get(name, 0), m.anon)
+            out.peak_usage[name] = max(out.peak_usage.get(name, 0), m.peak)
             for d in target.host(name).daemons:
                 r = _rss(spec, d)
                 if r:
                     out.peak_rss[d] = max(out.peak_rss.get(d, 0), r)
 
 
+@pytest.mark.timeout(5400)  # two rounds, each bounded by DRILL_OOM_BOUND plus recovery: well past the 900 s default
 def test_oom_chain_reaction(drill, cluster, drill_target, faults):
     t = drill_target
     if t.cluster.deployment != "sandbox":
         pytest.skip("the OOM chain reaction needs the sandbox's memory cgroups (a real cluster's OOM killer is not ours to pull)")
     spec = spec_of_target(t)
-    rack = os.environ.get("DRILL_RACK") or t.racks[-1].name
+    rack = _rack(t)
     rack_hosts = [h for h in t.rack(rack).hosts]
+    if any(len(h.osd_ids) < 2 for h in rack_hosts):
+        # One OSD per host starts alone either way: the budget decides, not the order of starts.
+        pytest.skip(f"the chain reaction needs hosts with 2 or more OSDs in rack {rack}; start such a sandbox with "
+                    "`drill sandbox up --racks 3 --hosts-per-rack 1 --osds-per-host 2`")
     objects = int(os.environ.get("DRILL_OOM_OBJECTS", "100000"))
-    budget = parse_bytes(os.environ.get("DRILL_OOM_BUDGET", "380MiB"))
+    budget = parse_bytes(os.environ.get("DRILL_OOM_BUDGET", "640MiB"))
     survivor_budget = parse_bytes(os.environ.get("DRILL_OOM_SURVIVOR_BUDGET", "3GiB"))
-    bound = float(os.environ.get("DRILL_OOM_BOUND", "240"))
+    bound = float(os.environ.get("DRILL_OOM_BOUND", "600"))
     ops = SandboxHostOps(t)
     osd_hosts = [h for h in t.hosts if h.osd_ids]
     cgroups = {h.name: HostCgroup.of(spec.prefix, h.name).create(survivor_budget) for h in osd_hosts}
@@ -172,17 +210,22 @@ def test_oom_chain_reaction(drill, cluster, drill_target, faults):
     drill.phase("after")
 
     fmt = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
+    mib = lambda v: f"{(v or 0) // MiB} MiB"  # noqa: E731
+
+    def per_host(r: RoundResult) -> str:
+        return ", ".join(f"{h} heaps {mib(r.peak_used.get(h))} (kernel's charge incl. page cache {mib(r.peak_usage.get(h))}) "
+                         f"of {mib(b)}" for h, b in sorted(budgets.items()))
+
     drill.note(f"uncontrolled start: {len(unc.oom_kills)} OOM kill(s) ({', '.join(k.daemon or '?' for k in unc.oom_kills) or 'none'}), "
-               f"HEALTH_OK after {fmt(unc.time_to_health_ok)} (bound {bound:.0f} s); peak per host "
-               + ", ".join(f"{h} {v // MiB} MiB" for h, v in sorted(unc.peak_used.items()) if h in budgets))
-    drill.note(f"controlled start: {len(con.oom_kills)} OOM kill(s), HEALTH_OK after {fmt(con.time_to_health_ok)}; peak per host "
-               + ", ".join(f"{h} {v // MiB} MiB of {budgets[h] // MiB} MiB" for h, v in sorted(con.peak_used.items()) if h in budgets)
-               + (f"; {con.restart.summary().splitlines()[0]}" if con.restart else ""))
+               f"HEALTH_OK after {fmt(unc.time_to_health_ok)} (bound {bound:.0f} s); peak per host: {per_host(unc)}")
+    drill.note(f"controlled start: {len(con.oom_kills)} OOM kill(s), HEALTH_OK after {fmt(con.time_to_health_ok)}; "
+               f"peak per host: {per_host(con)}" + (f"; {con.restart.summary().splitlines()[0]}" if con.restart else ""))
     for d in rack_osds:
-        drill.note(f"{d} RSS: before {(rss_before[d] or 0) // MiB} MiB, peak {con.peak_rss.get(d, 0) // MiB} MiB (controlled) / "
-                   f"{unc.peak_rss.get(d, 0) // MiB} MiB (uncontrolled), after clean {(rss_clean[d] or 0) // MiB} MiB, "
-                   f"after heap release {(rss_released[d] or 0) // MiB} MiB")
+        released = mib(rss_released[d]) if released_ok else "refused (no tcmalloc)"
+        drill.note(f"{d} RSS: before {mib(rss_before[d])}, peak {mib(con.peak_rss.get(d))} (controlled) / "
+                   f"{mib(unc.peak_rss.get(d))} (uncontrolled), after clean {mib(rss_clean[d])}, after heap release {released}")
     drill.measure("recovery", "oom_kills", len(con.oom_kills))
+    drill.measure("recovery", "held_osds", None if con.restart is None else len(con.restart.held))
     drill.measure("recovery", "memory_budget_ratio", {h: con.peak_used.get(h, 0) / b for h, b in budgets.items()})
     drill.measure("recovery", "time_to_clean", con.time_to_health_ok)
     drill.measure("recovery", "uncontrolled_oom_kills", len(unc.oom_kills))
@@ -200,12 +243,30 @@ def _round(name: str, drill, cluster: CephCluster, t: Target, spec, faults: Faul
            rack_hosts, cgroups: dict[str, HostCgroup], budgets: dict[str, int], survivor_budget: int, objects: int,
            bound: float) -> RoundResult:
     out = RoundResult(name)
+    # Each round writes into a pool of its own, deleted after it: both rounds (and every run) start from
+    # the same logs, and no shared pool grows by 100,000 objects a round.
+    pool = f"drills-oom-{name}-{uuid.uuid4().hex[:6]}"
+    cluster.mon_command("osd pool create", pool=pool, pg_num=POOL_PGS, pgp_num=POOL_PGS, pool_type="replicated")
+    cluster.mon_command("osd pool application enable", pool=pool, app="drills", yes_i_really_mean_it=True)
+    try:
+        return _round_in(out, pool, name, drill, cluster, t, spec, faults, ops, rack_hosts, cgroups, budgets,
+                         survivor_budget, objects, bound)
+    finally:
+        try:
+            cluster.mon_command("osd pool delete", pool=pool, pool2=pool, yes_i_really_really_mean_it=True)
+        except ClusterError as e:  # e.g. mon_allow_pool_delete false: say so, keep going
+            drill.note(f"pool {pool} not deleted: {e}; delete it by hand")
+
+
+def _round_in(out: RoundResult, pool: str, name: str, drill, cluster: CephCluster, t: Target, spec, faults: FaultSession,
+              ops: SandboxHostOps, rack_hosts, cgroups: dict[str, HostCgroup], budgets: dict[str, int],
+              survivor_budget: int, objects: int, bound: float) -> RoundResult:
     rack_osds = [(h, d) for h in rack_hosts for d in h.daemons if d.startswith("osd.")]
     flags = faults.inject(ClusterFlags(t, already_set=sorted(cluster.flags() & {"noout", "nodeep-scrub", "noautoscale"}), cluster=cluster))
-    cut = faults.inject(RackPowerCut(t, rack))
+    cut = faults.inject(make_fault(t))
     drill.phase("degraded", round=name)
     cluster.wait_for_osds(down={int(d.split(".")[1]) for _, d in rack_osds}, timeout=120)
-    _write_objects(cluster, t.cluster.rados_pool, objects, f"{name}-{uuid.uuid4().hex[:6]}")
+    _write_objects(cluster, pool, objects, f"{name}-{uuid.uuid4().hex[:6]}")
     for h in rack_hosts:
         cgroups[h.name].set_limit(budgets[h.name])
         cgroups[h.name].reset_peak()
@@ -226,7 +287,7 @@ def _round(name: str, drill, cluster: CephCluster, t: Target, spec, faults: Faul
             supervisor = SystemdLikeSupervisor(ops, rack_osds, on_event=ev).start_all()
         else:
             restart = ControlledRestart(ops, CephClusterOps(cluster), RestartConfig(budgets, start_need=150 * MiB, wait="peered",
-                                                                                     step_timeout_s=180, settle_s=15),
+                                                                                     step_timeout_s=300, settle_s=15),
                                         rack_osds, on_event=ev, on_sample=lambda m, v, labels: drill.timeline.sample(m, v, **labels))
             out.restart = restart.run()
         deadline = t0 + bound

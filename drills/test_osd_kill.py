@@ -14,11 +14,14 @@ from drills.faults.base import DaemonKill
 from drills.scenario import FaultDrill
 
 DRILL = "osd_kill"
-DRILL_OSD = os.environ.get("DRILL_OSD", "osd.3")
+def _osd(t) -> str:
+    """DRILL_OSD, else the first OSD of the second rack's last host (osd.3 on the default sandbox)."""
+    host = t.racks[1 % len(t.racks)].hosts[-1]
+    return os.environ.get("DRILL_OSD") or f"osd.{host.osd_ids[0]}"
 
 
 def make_fault(t):
-    return DaemonKill(t, DRILL_OSD)
+    return DaemonKill(t, _osd(t))
 
 
 def test_osd_kill(drill, cluster, drill_target, faults, drill_image):

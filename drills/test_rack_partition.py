@@ -14,11 +14,13 @@ from drills.faults.base import NetworkPartition
 from drills.scenario import FaultDrill
 
 DRILL = "rack_partition"
-DRILL_RACK = os.environ.get("DRILL_RACK", "rack3")
+def _rack(t) -> str:
+    """DRILL_RACK, else the last rack (rack3 on the default sandbox)."""
+    return os.environ.get("DRILL_RACK") or t.racks[-1].name
 
 
 def make_fault(t):
-    return NetworkPartition(t, [h.name for h in t.rack(DRILL_RACK).hosts])
+    return NetworkPartition(t, [h.name for h in t.rack(_rack(t)).hosts])
 
 
 def test_rack_partition(drill, cluster, drill_target, faults, drill_image):

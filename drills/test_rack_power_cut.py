@@ -14,11 +14,13 @@ from drills.faults.base import RackPowerCut
 from drills.scenario import FaultDrill
 
 DRILL = "rack_power_cut"
-DRILL_RACK = os.environ.get("DRILL_RACK", "rack2")
+def _rack(t) -> str:
+    """DRILL_RACK, else the second rack (rack2 on the default sandbox)."""
+    return os.environ.get("DRILL_RACK") or t.racks[1 % len(t.racks)].name
 
 
 def make_fault(t):
-    return RackPowerCut(t, DRILL_RACK)
+    return RackPowerCut(t, _rack(t))
 
 
 def test_rack_power_cut(drill, cluster, drill_target, faults, drill_image):

@@ -773,6 +773,16 @@ class FaultSession:
         if err:
             raise HealFailed(err)
 
+    def release(self, fault: Fault, reason: str) -> None:
+        """Leave a fault in place on purpose (the caller tells the operator): out of the ledger and the
+        session, so neither the session's exit nor `drill heal` undoes it."""
+        assert self.ledger is not None
+        if fault not in self.active:
+            return
+        self.ledger.mark_released(fault.fault_id, reason)
+        self.active.remove(fault)
+        self._event("fault.release", fault, reason=reason)
+
     def _heal_one(self, fault: Fault) -> str:
         assert self.ledger is not None
         try:

@@ -207,6 +207,11 @@ class FaultLedger:
     def mark_healed(self, fault_id: str) -> None:
         self._append({"v": LEDGER_VERSION, "op": "healed", "t": time.time(), "fault_id": fault_id})
 
+    def mark_released(self, fault_id: str, reason: str) -> None:
+        """Not undone on purpose, and the operator was told why (e.g. OSDs left held by a restart that
+        stopped): no longer pending, so `drill heal` will not undo it behind the operator's back."""
+        self._append({"v": LEDGER_VERSION, "op": "released", "t": time.time(), "fault_id": fault_id, "reason": reason})
+
     def mark_heal_failed(self, fault_id: str, error: str) -> None:
         """History only: the entry stays pending."""
         self._append({"v": LEDGER_VERSION, "op": "heal_failed", "t": time.time(), "fault_id": fault_id, "error": error})
@@ -247,7 +252,7 @@ class FaultLedger:
                     t=float(rec.get("t", 0.0)),
                     manual=rec.get("manual", ""),
                 )
-            elif rec["op"] == "healed":
+            elif rec["op"] in ("healed", "released"):
                 armed.pop(fid, None)
                 errors.pop(fid, None)
             elif rec["op"] == "heal_failed":

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
     p.add_argument("--timeout", type=float, default=300, help="seconds per OSD to come up and peer (default 300)")
     p.add_argument("--wait", choices=("peered", "clean"), default="peered", help="after each start wait until its PGs are active (peered) or active+clean")
     p.add_argument("--start-need", type=_size, default=None, help="memory one OSD needs to start (default: half of osd_memory_target; raised to the largest peak seen)")
+    p.add_argument("--need-margin", type=float, default=1.2,
+                   help="the learned start-up need is an OSD's measured peak times this (default 1.2)")
     p.add_argument("--settle", type=float, default=20, help="seconds to let memory settle before restarting the biggest daemon (default 20)")
     p.add_argument("--stop-first", action="store_true", help="stop the selected OSDs first (a rolling restart); otherwise running ones are skipped")
     p.add_argument("--report-dir", default="reports", help="the run's timeline goes to REPORT_DIR/restart-<utc time> (default reports)")
@@ -36,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drills.cluster import CephCluster
-    from drills.faults.base import FaultSession
+    from drills.faults.base import DaemonStop, FaultSession
     from drills.faults.guard import guard_from_cluster
     from drills.restart.hostops import CephClusterOps, host_ops_for
     from drills.restart.orchestrator import ControlledRestart, RestartConfig, RestartError, order_daemons, select_osds
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     with CephCluster(target) as cluster, Timeline(run_dir) as tl:
         hosts = host_ops_for(target)
         config = RestartConfig(budgets=budgets, start_need=args.start_need or start_need_default(cluster), wait=args.wait,
-                               step_timeout_s=args.timeout, settle_s=args.settle)
+                               step_timeout_s=args.timeout, settle_s=args.settle, need_margin=args.need_margin)
 
         def on_event(kind: str, label: str, data: dict) -> None:
             tl.event(kind, label, **data)
@@ -69,14 +71,22 @@ def run(args: argparse.Namespace) -> int:
 
         restart = ControlledRestart(hosts, CephClusterOps(cluster), config, pairs, on_event=on_event,
                                     on_sample=lambda m, v, labels: tl.sample(m, v, **labels))
+        for h in {h.name: h for h, _ in pairs}.values():  # unreachable: say so before any flag is set
+            hosts.probe(h)
         with FaultSession(target, guard=guard_from_cluster(target, cluster), timeline=tl, run_id=run_dir.name) as session:
-            if args.stop_first:
-                for h, d in pairs:
-                    hosts.stop(h, d)
-                    tl.event("restart.stop_first", f"stopped {d}", daemon=d)
+            # Stopped by us, so ledgered: a kill -9 of this command leaves them for `drill heal` to start.
+            stops = [session.inject(DaemonStop(target, d)) for _, d in pairs] if args.stop_first else []
             result, flags = run_with_flags(session, target, cluster, restart)
+            for fault in stops:
+                if fault.daemon in result.held:  # the budget said no: they stay held, and the summary says so
+                    session.release(fault, f"{fault.daemon} held: {result.error}")
+                else:
+                    session.heal(fault)  # running already: a no-op start that clears the record
     print(result.summary())
     if flags.unsupported:
         print(f"(flags not known to this Ceph release, skipped: {', '.join(flags.unsupported)})")
+    if result.held:
+        print(f"left held (not running): {', '.join(result.held)}; start them with a larger --memory-budget, "
+              "or one by one by hand once memory allows")
     print(f"flags restored: {', '.join(f for f in flags.flags if f not in flags.unsupported and f not in flags.already_set) or 'none set'}; timeline in {run_dir}")
     return EXIT_OK if result.ok else EXIT_STOPPED

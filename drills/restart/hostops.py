@@ -1,8 +1,9 @@
 """How the orchestrator reaches hosts and the cluster: the sandbox (local, cgroups) or ssh (systemd).
 
-Sandbox: daemons start through the sandbox fault backend (inside the host's memory cgroup when it
-has one); a host's use is its cgroup's working set (usage minus inactive file cache) when it has a
-cgroup, else the sum of its daemons' RSS; OOM kills are the cgroup's kernel counter.
+Sandbox: daemons start through the sandbox fault backend, inside the host's memory cgroup (every
+sandbox OSD host has one; limited with --host-memory); a host's use is its cgroup's anonymous memory
+(the daemons' heaps; page cache is reclaimed before the kernel OOM-kills), else the sum of its daemons'
+RSS; OOM kills are the cgroup's kernel counter, else the machine's.
 
 SSH: daemons are systemd units (start / restart through the ssh backend); memory is one probe per
 look (every Ceph daemon's RSS, and MemAvailable); OOM kills are /proc/vmstat's oom_kill counter.
@@ -42,6 +43,9 @@ class SandboxHostOps:
 
         return existing_host_cgroup(self.spec.prefix, host.name)
 
+    def probe(self, host: Host) -> None:
+        self._backend.probe(host, "daemons")
+
     def start(self, host: Host, daemon: str) -> None:
         self._backend.start_daemon(host, daemon)
 
@@ -66,7 +70,9 @@ class SandboxHostOps:
             except psutil.Error:
                 continue
         cg = self._cgroup(host)
-        used = cg.read().working_set if cg is not None else sum(rss.values())
+        # The cgroup's anonymous memory, not its usage: BlueFS reads fill the page cache, which the kernel
+        # reclaims before it OOM-kills, so counting it would hold OSDs back for memory that is there.
+        used = cg.read().anon if cg is not None else sum(rss.values())
         return HostMemory(host.name, budget, used, rss, psutil.virtual_memory().available)
 
     def oom_kills(self, host: Host) -> int:
@@ -92,6 +98,10 @@ class SshHostOps:
         from drills.faults.backends.ssh import SshBackend
 
         self._backend = SshBackend(self.target)
+
+    def probe(self, host: Host) -> None:
+        """Reachable over SSH, with systemctl: raises BackendUnavailable naming the host and why."""
+        self._backend.probe(host, "daemons")
 
     def start(self, host: Host, daemon: str) -> None:
         self._backend.start_daemon(host, daemon)

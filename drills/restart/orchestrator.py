@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol, Sequence
 
+from drills.faults.base import FaultError
 from drills.target import Host, Target, TargetError
 
 MiB = 1 << 20
@@ -113,6 +114,9 @@ def decide(next_osd: str, need: int, mem: HostMemory, *, waited_s: float, settle
 
 
 class HostOps(Protocol):
+    def probe(self, host: Host) -> None:
+        """Raise (FaultError) when the host cannot be reached or lacks the tools to start daemons."""
+
     def start(self, host: Host, daemon: str) -> None: ...
 
     def restart(self, host: Host, daemon: str) -> None: ...
@@ -150,11 +154,16 @@ class RestartConfig:
     settle_s: float = 20.0  # how long to wait for memory to settle before restarting the biggest
     max_restarts_per_step: int = 2
     heap_release: bool = True  # before restarting the biggest daemon, ask it to return freed heap
+    # A learned need is the peak one OSD reached, times this: the next OSD may have more PGs or missed
+    # more writes, and a restarted neighbour grows back while it starts (measured: +10 % and +100 MiB).
+    need_margin: float = 1.2
     poll_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.wait not in ("peered", "clean"):
             raise RestartError(f"wait must be 'peered' or 'clean' (got {self.wait!r})")
+        if self.need_margin < 1.0:
+            raise RestartError(f"need margin must be at least 1.0 (got {self.need_margin:g})")
 
 
 @dataclass
@@ -292,11 +301,10 @@ class ControlledRestart:
                     continue
                 self._start_when_room(host, osd)
                 pending.pop(0)
-                r.started.append(osd)
             r.ok = True
-        except RestartError as e:
+        except (RestartError, FaultError) as e:  # FaultError: a host stopped answering, a start failed
             r.error = str(e)
-            r.held = [d for _, d in pending if not self.hosts.running(_host(pending, d), d)]
+            r.held = [d for _, d in pending if not self._running_or_unknown(_host(pending, d), d)]
             self.on_event("restart.stopped", "controlled start stopped", {"error": r.error, "held": r.held})
         finally:
             r.seconds = self.clock() - t0
@@ -304,6 +312,13 @@ class ControlledRestart:
             self.on_event("restart.done", "controlled start finished", {"started": r.started, "restarted": r.restarted,
                                                                           "peak_used": r.peak_used, "oom_kills": len(r.oom_kills)})
         return r
+
+    def _running_or_unknown(self, host: Host, daemon: str) -> bool:
+        """For the held list: a daemon on a host we cannot ask counts as held (never hide one)."""
+        try:
+            return self.hosts.running(host, daemon)
+        except Exception:  # noqa: BLE001
+            return False
 
     def _start_when_room(self, host: Host, osd: str) -> None:
         restarted: list[str] = []
@@ -319,6 +334,7 @@ class ControlledRestart:
             self._decision(d)
             if d.action is Action.START:
                 self.hosts.start(host, osd)
+                self.result.started.append(osd)  # issued: a stop later still says it was started
                 self._wait_ready(host, osd)
                 return
             if d.action is Action.WAIT:
@@ -363,9 +379,11 @@ class ControlledRestart:
             if self.clock() > deadline:
                 raise RestartError(f"{osd} not {self.config.wait} within {self.config.step_timeout_s:.0f} s (last state: {state})")
             self.sleep(self.config.poll_s)
-        if learn and peak > self._need:
-            self.on_event("restart.need", f"start-up need raised to {peak / MiB:.0f} MiB", {"daemon": osd, "need": peak})
-            self._need = peak
+        need = int(peak * self.config.need_margin)
+        if learn and need > self._need:
+            self.on_event("restart.need", f"start-up need raised to {need / MiB:.0f} MiB ({osd} peaked at {peak / MiB:.0f} MiB "
+                          f"x {self.config.need_margin:g})", {"daemon": osd, "need": need, "peak": peak})
+            self._need = need
         self.on_event("restart.ready", f"{osd} {self.config.wait}", {"daemon": osd, "peak_rss": peak, "state": state})
 
 

@@ -380,7 +380,7 @@ def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: floa
         procs = host_cgroup_procs(spec)
         with ThreadPoolExecutor(max_workers=4) as ex:
             list(ex.map(lambda hi: hostctl.start_daemon(spec, hi[0], f"osd.{hi[1]}", procs.get(hi[0].name)), [(h, i) for h in spec.osd_hosts for i in h.osd_ids]))
-        step("OSDs started" + (f" (each host's in a {spec.host_memory >> 20} MiB memory cgroup)" if procs else ""))
+        step("OSDs started" + (f" (each host's in a {spec.host_memory >> 20} MiB memory cgroup)" if spec.host_memory else ""))
 
         for pool, app, pgs in ((target.cluster.rbd_pool, "rbd", 32), (target.cluster.rados_pool, "drills", 32)):
             cluster.mon_command("osd pool create", pool=pool, pg_num=pgs, pgp_num=pgs, pool_type="replicated")
@@ -408,13 +408,13 @@ def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: floa
 
 
 def host_cgroup_procs(spec: SandboxSpec) -> dict[str, Path]:
-    """With --host-memory: each OSD host's memory cgroup, made now; host -> its cgroup.procs."""
-    if not spec.host_memory:
-        return {}
+    """Each OSD host's memory cgroup, made now (limited with --host-memory, else unlimited); host -> its
+    cgroup.procs. Unlimited ones still matter: a host's memory use and OOM kills are its own to read, not
+    the whole machine's (where other sandboxes and processes run too)."""
     from drills.sandbox.cgroups import CgroupError, HostCgroup
 
     try:
-        return {h.name: HostCgroup.of(spec.prefix, h.name).create(spec.host_memory).procs for h in spec.osd_hosts}
+        return {h.name: HostCgroup.of(spec.prefix, h.name).create(spec.host_memory or None).procs for h in spec.osd_hosts}
     except CgroupError as e:
         raise SandboxError(str(e)) from None
 

@@ -52,6 +52,7 @@ class CgroupMemory:
     limit: int  # bytes; 0 = unlimited
     peak: int  # max usage since creation or the last reset_peak (v1 max_usage_in_bytes; v2 memory.peak where present)
     oom_kills: int  # the kernel's count of OOM kills in this cgroup
+    anon: int = 0  # anonymous memory (the daemons' heaps): what a start-up needs; page cache is reclaimed first
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,10 @@ class HostCgroup:
         except OSError as e:
             raise CgroupError(f"cannot read {self.path / name}: {e.strerror or e}") from None
 
-    def create(self, limit: int) -> "HostCgroup":
-        """Make the cgroup (and its parent) and set its memory limit; idempotent."""
-        if limit <= 0:
+    def create(self, limit: int | None) -> "HostCgroup":
+        """Make the cgroup (and its parent) and set its memory limit (None: no limit, the host's OOM kills
+        and memory are still its own to read); idempotent."""
+        if limit is not None and limit <= 0:
             raise CgroupError(f"a host memory budget must be positive (got {limit})")
         try:
             if self.version == 2:
@@ -103,16 +105,17 @@ class HostCgroup:
         self.set_limit(limit)
         return self
 
-    def set_limit(self, limit: int) -> None:
+    def set_limit(self, limit: int | None) -> None:
+        """Bytes, or None for no limit."""
         if self.version == 1:
             try:  # daemons moved in bring their memory along (deprecated; newer kernels refuse it)
                 self._write("memory.move_charge_at_immigrate", "3")
             except CgroupError:
                 pass
-            self._write("memory.limit_in_bytes", str(limit))
+            self._write("memory.limit_in_bytes", "-1" if limit is None else str(limit))
             self._write("memory.oom_control", "0")  # OOM killer on (never just stall the host)
         else:
-            self._write("memory.max", str(limit))
+            self._write("memory.max", "max" if limit is None else str(limit))
             if (self.path / "memory.swap.max").exists():
                 self._write("memory.swap.max", "0")
 
@@ -140,14 +143,16 @@ class HostCgroup:
             stat = parse_kv(self._read("memory.stat"))
             inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
             oom = parse_kv(self._read("memory.oom_control")).get("oom_kill", 0)
-            return CgroupMemory(usage, max(0, usage - inactive_file), 0 if limit >= 1 << 60 else limit, peak, oom)
+            return CgroupMemory(usage, max(0, usage - inactive_file), 0 if limit >= 1 << 60 else limit, peak, oom,
+                                stat.get("total_rss", stat.get("rss", 0)))
         usage = int(self._read("memory.current"))
         raw_max = self._read("memory.max").strip()
         peak_file = self.path / "memory.peak"
         peak = int(peak_file.read_text()) if peak_file.exists() else usage
         stat = parse_kv(self._read("memory.stat"))
         oom = parse_kv(self._read("memory.events")).get("oom_kill", 0)
-        return CgroupMemory(usage, max(0, usage - stat.get("inactive_file", 0)), 0 if raw_max == "max" else int(raw_max), peak, oom)
+        return CgroupMemory(usage, max(0, usage - stat.get("inactive_file", 0)), 0 if raw_max == "max" else int(raw_max), peak, oom,
+                            stat.get("anon", 0))
 
     def remove(self) -> None:
         """Remove the cgroup if empty (the kernel refuses while processes are in it)."""

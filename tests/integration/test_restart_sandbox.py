@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +98,28 @@ def test_preflight_output_for_the_sandbox(sandbox_target, capsys):
     for check in ("swap", "memory", "overcommit", "daemons", "clock", "mtu"):
         assert f"  {check}" in out
     assert "preflight passed" in out
+
+
+def test_kill_9_of_drill_restart_then_drill_heal_restores_flags_and_osds(sandbox_target, sandbox_cluster):
+    c = sandbox_cluster
+    c.wait_for_clean(timeout=300)
+    host = sandbox_target.racks[1].hosts[0]
+    osds = set(host.osd_ids)
+    p = subprocess.Popen([sys.executable, "-m", "drills.cli", "restart", "--target", sandbox_target.path, "--host", host.name,
+                          "--stop-first", "--memory-budget", "1536MiB", "--start-need", "200MiB", "--settle", "5",
+                          "--report-dir", str(Path(sandbox_target.state_dir) / "restart-kill9")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()  # the first decision: flags set and OSDs stopped by now
+    p.kill()
+    p.wait(timeout=30)
+    assert "osd." in first, first + p.stderr.read()
+    kinds = sorted(e.kind for e in FaultLedger(sandbox_target.state_dir).pending())
+    assert "cluster_flags" in kinds and kinds.count("daemon_stop") == len(osds), kinds
+    assert "noout" in c.flags()
+    h = subprocess.run([sys.executable, "-m", "drills.cli", "heal", "--target", sandbox_target.path],
+                       capture_output=True, text=True, timeout=300)
+    assert h.returncode == 0 and f"healed {len(kinds)} fault(s), 0 could not be undone" in h.stdout, h.stdout + h.stderr
+    assert not (c.flags() & {"noout", "nodeep-scrub"})
+    assert FaultLedger(sandbox_target.state_dir).pending() == []
+    c.wait_for_osds(up=osds, timeout=120)
+    c.wait_for_clean(timeout=300)

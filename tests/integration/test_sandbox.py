@@ -187,6 +187,7 @@ def test_up_replaces_a_crashed_sandbox(sandbox_spec, sandbox_target):
     """kill -9 every daemon (a crashed machine leaves namespaces, pid files, cgroups), then up."""
     stale_cgroup = Path(f"/sys/fs/cgroup/memory/ceph-drills-{sandbox_spec.prefix}/r1h1")
     stale_cgroup.mkdir(parents=True, exist_ok=True)
+    (stale_cgroup / "memory.limit_in_bytes").write_text(str(123 << 20))  # a crashed run's limit
     for p in hostctl.sandbox_processes(sandbox_spec):
         p.kill()
     psutil.wait_procs(hostctl.sandbox_processes(sandbox_spec), timeout=10)
@@ -195,7 +196,11 @@ def test_up_replaces_a_crashed_sandbox(sandbox_spec, sandbox_target):
     with CephCluster(r.target) as c:
         assert c.health_status() == "HEALTH_OK"
         assert c.osds_up() == set(range(6))
-    assert not stale_cgroup.exists()
+    # the stale cgroup was removed and r1h1's made afresh: no limit, holding exactly its new OSDs
+    host = next(h for h in r.target.hosts if h.name == "r1h1")
+    assert int((stale_cgroup / "memory.limit_in_bytes").read_text()) > 1 << 60
+    pids = {int(x) for x in (stale_cgroup / "cgroup.procs").read_text().split()}
+    assert pids == {hostctl.daemon_pid(sandbox_spec, d) for d in host.daemons}
 
 
 @pytest.mark.sandbox_teardown

@@ -1,0 +1,413 @@
+"""Drill controlled_restart: a rack loses power, and when power returns its OSDs are held and started one at a
+time under a per-host memory budget (the article's "controlled launch") instead of all at once.
+
+Runbook (drills/scenario.py's FaultDrill, with fio 4k random writes and the verifying writer running throughout):
+ baseline (RSS of the rack's OSDs recorded just before the cut) -> rack power cut -> detection -> degraded plateau
+ -> power returns with the OSDs held -> drills.restart.ControlledRestart under the budgets (flags noout,
+    nodeep-scrub, noautoscale held through the fault ledger; every decision a timeline event; host memory sampled)
+ -> recovery until active+clean -> after -> every acknowledged write read back
+ -> RSS after clean, then `heap release` per OSD and RSS again (or a note saying why the release was refused).
+
+Holding the OSDs at power-on: the sandbox powers a host on without starting its daemons. A host behind a BMC
+(ipmi, redfish) boots and its init system starts the OSD units; there the drill stops each OSD unit as soon as the
+host answers over SSH (a ledgered DaemonStop: a stop still queued behind the boot cancels the start) and stops
+again any unit a late activation starts. That is a hold after the fact, not a true one: see docs/restart.md.
+
+If the controlled start stops (the budget cannot be met, an OSD is OOM-killed while starting), the held OSDs are
+started by the power cut's own heal (an uncontrolled start, so the cluster still gets clean), the reason is a
+failed check (`held_osds_max`) and a note, and the drill fails.
+
+Limits: the `controlled_restart` section of the thresholds file. Phase lengths: DRILL_PACE=smoke|nightly|full.
+Knobs: DRILL_RACK (default the target's last rack), DRILL_RESTART_BUDGET (bytes per host, e.g. 1536MiB; default
+each host's memory_budget in the target, else OSDs on the host x osd_memory_target x 1.5).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from drills.cluster import CephCluster, ClusterError
+from drills.drill import DrillRecorder
+from drills.faults.base import DaemonStop, Fault, FaultError, FaultSession, PowerCut, RackPowerCut
+from drills.preflight.checks import running_osd_memory_target
+from drills.report.analysis import Window, measure_phases
+from drills.restart.flags import DEFAULT_RESTART_FLAGS, ClusterFlags
+from drills.restart.hostops import CephClusterOps, host_ops_for
+from drills.restart.orchestrator import ControlledRestart, HostOps, RestartConfig, RestartResult, order_daemons, select_osds
+from drills.restart.runbook import run_with_flags, start_need_default
+from drills.scenario import FaultDrill
+from drills.target import Host, Target
+from drills.timeline import read_events, read_series
+from drills.units import parse_bytes
+
+DRILL = "controlled_restart"
+MiB = 1 << 20
+
+# A derived budget: what the host's OSDs aim for once running, plus half again for what starting and
+# recovering costs above the target (PG logs, missing sets, allocator slack).
+DERIVED_BUDGET_FACTOR = 1.5
+# A host behind a BMC: how long it may take to boot until SSH answers, and how long after the first stop
+# a late activation (ceph-volume) may still start an OSD unit that must stay held.
+BOOT_TIMEOUT_S = 900.0
+HOLD_CHECK_S = 60.0
+HEAP_RELEASE_SETTLE_S = 3.0
+
+
+def drill_rack(t: Target) -> str:
+    return os.environ.get("DRILL_RACK") or t.racks[-1].name
+
+
+def make_fault(t: Target) -> RackPowerCut:
+    return RackPowerCut(t, drill_rack(t))
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestartBudgets:
+    """Bytes each OSD host of the rack may use while its OSDs start, and where that figure came from."""
+
+    per_host: dict[str, int]
+    source: str  # for the drill's notes and the dry-run plan
+
+
+def restart_budgets(t: Target, rack: str, osd_memory_target: int | None) -> RestartBudgets:
+    """DRILL_RESTART_BUDGET, else each host's memory_budget in the target, else OSDs x osd_memory_target x 1.5.
+
+    ``osd_memory_target`` None (a dry run: no cluster asked) leaves derived budgets at 0, said in the source.
+    """
+    hosts = [h for h in t.rack(rack).hosts if h.osd_ids]
+    given = os.environ.get("DRILL_RESTART_BUDGET")
+    if given:
+        budget = parse_bytes(given)
+        return RestartBudgets({h.name: budget for h in hosts}, f"DRILL_RESTART_BUDGET={given}")
+    per_host: dict[str, int] = {}
+    from_target, derived = [], []
+    for h in hosts:
+        if h.memory_budget:
+            per_host[h.name] = h.memory_budget
+            from_target.append(h.name)
+        else:
+            per_host[h.name] = int(len(h.osd_ids) * (osd_memory_target or 0) * DERIVED_BUDGET_FACTOR)
+            derived.append(h.name)
+    parts = []
+    if from_target:
+        parts.append(f"memory_budget in the target ({', '.join(from_target)})")
+    if derived:
+        how = (f"osd_memory_target {osd_memory_target // MiB} MiB" if osd_memory_target
+               else "osd_memory_target read from the running cluster")
+        parts.append(f"derived as OSDs on the host x {how} x {DERIVED_BUDGET_FACTOR} ({', '.join(derived)})")
+    return RestartBudgets(per_host, "; ".join(parts))
+
+
+def plan_notes(t: Target) -> list[str]:
+    """Extra lines for `drill run --dry-run`: what the recovery phase does instead of an uncontrolled start."""
+    rack = drill_rack(t)
+    budgets = restart_budgets(t, rack, None)
+    osds = [d for _, d in order_daemons(select_osds(t, rack=rack), "id")]
+    known = ", ".join(f"{h} {b // MiB} MiB" for h, b in sorted(budgets.per_host.items()) if b)
+    return [f"recovery: power returns with the OSDs held; controlled start of {', '.join(osds)} one at a time, "
+            f"each until peered, flags {','.join(DEFAULT_RESTART_FLAGS)} held",
+            f"budget per host: {known + '; ' if known else ''}from {budgets.source}",
+            "after: RSS per OSD after clean, then `heap release` per OSD"]
+
+
+# --- host memory -------------------------------------------------------------------------------------
+
+
+def osds_of(hosts: list[Host]) -> list[tuple[Host, str]]:
+    return [(h, d) for h in hosts for d in h.daemons if d.startswith("osd.")]
+
+
+def osd_rss(host_ops: HostOps, hosts: list[Host], budgets: dict[str, int]) -> dict[str, int | None]:
+    """RSS of every OSD of these hosts now (None: not running or not readable)."""
+    out: dict[str, int | None] = {}
+    for h in hosts:
+        try:
+            running = host_ops.memory(h, budgets.get(h.name, 0)).daemons
+        except (FaultError, ClusterError, OSError):
+            running = {}
+        for _, d in osds_of([h]):
+            out[d] = running.get(d)
+    return out
+
+
+@dataclass
+class HostMemoryWatch:
+    """The rack's host memory each second once the controlled start is done (the start samples itself before):
+    series for the timeline, and peaks while the drill is in its recovery phase (power-on to active+clean)."""
+
+    host_ops: HostOps  # its own instance: an SSH connection is not shared with the orchestrator's thread
+    hosts: list[Host]
+    budgets: dict[str, int]
+    drill: DrillRecorder
+    interval_s: float = 1.0
+    peak_used: dict[str, int] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> "HostMemoryWatch":
+        self._thread = threading.Thread(target=self._run, name="restart-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for h in self.hosts:
+                try:
+                    mem = self.host_ops.memory(h, self.budgets[h.name])
+                except Exception:  # noqa: BLE001 - a missed look is a gap, never the end of the drill
+                    self.drill.timeline.sample("restart.host_used.bytes", None, host=h.name)
+                    continue
+                self.drill.timeline.sample("restart.host_used.bytes", mem.used, host=h.name)
+                self.drill.timeline.sample("restart.host_budget.bytes", mem.budget, host=h.name)
+                if self.drill.current_phase == "recovery":
+                    self.peak_used[h.name] = max(self.peak_used.get(h.name, 0), mem.used)
+                    for d, rss in mem.daemons.items():
+                        self.peak_rss[d] = max(self.peak_rss.get(d, 0), rss)
+
+
+# --- the "restore power" step ------------------------------------------------------------------------
+
+
+@dataclass
+class ControlledPowerReturn:
+    """Power returns to the rack with its OSDs held; they start one at a time under the budgets."""
+
+    drill: DrillRecorder
+    cluster: CephCluster
+    target: Target
+    session: FaultSession
+    rack: str
+    budgets: RestartBudgets
+    start_need: int
+    host_ops: HostOps = field(init=False)
+    hosts: list[Host] = field(init=False)  # the rack's
+    rss_before: dict[str, int | None] = field(default_factory=dict)
+    result: RestartResult | None = None
+    flags: ClusterFlags | None = None
+    watch: HostMemoryWatch | None = None
+
+    def __post_init__(self) -> None:
+        self.host_ops = host_ops_for(self.target)
+        self.hosts = list(self.target.rack(self.rack).hosts)
+
+    def before_cut(self) -> None:
+        self.rss_before = osd_rss(self.host_ops, self.hosts, self.budgets.per_host)
+        self.drill.event("note", "RSS of the rack's OSDs before the cut", rss=self.rss_before)
+
+    def restore_power(self, cut: Fault) -> None:
+        d = self.drill
+        for h in cut.hosts():
+            cut.backend(h).power_on(h, start_daemons=False)  # the sandbox holds them; a BMC'd host boots
+        d.event("note", f"power back on rack {self.rack}, OSDs held", hosts=[h.name for h in cut.hosts()])
+        stops: list[Fault] = []
+        try:
+            if any(h.power.kind != "sandbox" for h in self.hosts):
+                stops = self._hold_booted_osds()
+            else:
+                self._start_other_daemons()
+            pairs = order_daemons(select_osds(self.target, rack=self.rack), "id")
+            config = RestartConfig(budgets=self.budgets.per_host, start_need=self.start_need, wait="peered")
+            restart = ControlledRestart(
+                self.host_ops, CephClusterOps(self.cluster), config, pairs,
+                on_event=lambda kind, label, data: d.event(kind, label, **data),
+                on_sample=lambda metric, value, labels: d.timeline.sample(metric, value, **labels))
+            self.result, self.flags = run_with_flags(self.session, self.target, self.cluster, restart)
+        except Exception as e:  # re-raised: the cut's heal still starts what is held, the runbook stops
+            d.event("restart.stopped", "controlled start failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            # Watched from here on: an uncontrolled start of what is still held counts against the budget too.
+            self.watch = HostMemoryWatch(host_ops_for(self.target), self.hosts, self.budgets.per_host, d).start()
+            for stop in reversed(stops):  # held units of a booted host start here if the controlled start stopped
+                self.session.heal(stop)
+        if not self.result.ok:
+            held = (f"{', '.join(self.result.held)} held, started by the power cut's heal (uncontrolled)"
+                    if self.result.held else "no OSD left held")
+            d.note(f"controlled start STOPPED: {self.result.error}; {held}")
+
+    def _start_other_daemons(self) -> None:
+        """A host that boots starts everything; only its OSDs are held."""
+        for h in self.hosts:
+            for daemon in h.daemons:
+                if not daemon.startswith("osd."):
+                    self.host_ops.start(h, daemon)
+
+    def _hold_booted_osds(self) -> list[Fault]:
+        """A host behind a BMC boots and starts its OSD units: stop them (ledgered) as soon as it answers."""
+        d = self.drill
+        pairs = osds_of(self.hosts)
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        for h, osd in pairs:
+            while True:
+                try:
+                    self.host_ops.running(h, osd)
+                    break
+                except FaultError as e:
+                    if time.monotonic() > deadline:
+                        raise FaultError(f"host {h.name} did not answer within {BOOT_TIMEOUT_S:.0f} s of power-on: {e}") from None
+                    time.sleep(5)
+        stops = [self.session.inject(DaemonStop(self.target, osd)) for _, osd in pairs]
+        d.event("note", "booted OSD units stopped (held)", osds=[osd for _, osd in pairs])
+        end = time.monotonic() + HOLD_CHECK_S
+        while time.monotonic() < end:  # a late activation (ceph-volume) starts a unit again
+            for h, osd in pairs:
+                if self.host_ops.running(h, osd):
+                    self.host_ops.stop(h, osd)
+                    d.event("note", f"{osd} started by the boot again; stopped", daemon=osd)
+            time.sleep(2)
+        d.note("hosts behind a BMC boot and start their OSDs: the drill stopped them once SSH answered "
+               "(a hold after the fact; see docs/restart.md)")
+        return stops
+
+
+@dataclass
+class HeldPowerSession:
+    """The fault session FaultDrill drives: everything goes to the real session, except that the rack's RSS is
+    read just before the cut, and the cut's heal in the recovery phase is the controlled power return (an abort
+    earlier heals at once). The cut's own heal follows it and starts whatever is still held."""
+
+    session: FaultSession
+    power_return: ControlledPowerReturn
+
+    def inject(self, fault: Fault, *, allow_unavailable: bool = False) -> Fault:
+        if isinstance(fault, PowerCut):
+            self.power_return.before_cut()
+        return self.session.inject(fault, allow_unavailable=allow_unavailable)
+
+    def heal(self, fault: Fault) -> None:
+        controlled = (isinstance(fault, PowerCut) and fault in self.session.active
+                      and self.power_return.drill.current_phase == "recovery")
+        try:
+            if controlled:
+                self.power_return.restore_power(fault)
+        finally:
+            self.session.heal(fault)
+
+
+# --- measurements --------------------------------------------------------------------------------------
+
+
+def heap_release(cluster: CephCluster, osds: list[str]) -> tuple[bool, str]:
+    """`ceph tell osd.N heap release` for each OSD: (all released, why not)."""
+    refused = []
+    for d in osds:
+        try:
+            cluster.osd_command(int(d.split(".", 1)[1]), "heap", heapcmd="release")
+        except ClusterError as e:  # Debian's build: "not using tcmalloc!" (glibc malloc has no such command)
+            refused.append(f"{d}: {e}")
+    return not refused, "; ".join(refused)
+
+
+def derived_so_far(drill: DrillRecorder) -> dict[str, dict[str, Any]]:
+    """What finish() derives from the timeline, to merge the per-daemon figures the drill measures itself with."""
+    events = [e for e in read_events(drill.run_dir) if e.data.get("drill") in (None, drill.name)]
+    return measure_phases(read_series(drill.run_dir), events, Window(drill.started, time.time()))
+
+
+def _mib(v: int | None) -> str:
+    return "-" if v is None else f"{v / MiB:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class RackMemory:
+    """The rack's memory figures across the drill, per host and per OSD (bytes; None: not seen)."""
+
+    budgets: dict[str, int]
+    peak_used: dict[str, int]  # host -> peak from power-on to active+clean
+    rss_before: dict[str, int | None]  # OSD -> just before the cut
+    rss_peak: dict[str, int | None]  # from power-on to active+clean
+    rss_clean: dict[str, int | None]  # after clean and the after phase
+    rss_released: dict[str, int | None] | None  # after `heap release`; None: refused
+
+    def ratio_to_before(self, now: dict[str, int | None]) -> dict[str, float | None]:
+        return {d: (now[d] / b) if now.get(d) and (b := self.rss_before.get(d)) else None for d in self.rss_before}
+
+    def notes(self) -> list[str]:
+        lines = [f"host {h}: peak {_mib(self.peak_used.get(h))} of budget {_mib(b)} (power-on to active+clean)"
+                 for h, b in sorted(self.budgets.items())]
+        for d in self.rss_before:
+            after_release = "refused" if self.rss_released is None else _mib(self.rss_released.get(d))
+            lines.append(f"{d} RSS: before the cut {_mib(self.rss_before[d])}, peak {_mib(self.rss_peak.get(d))}, "
+                         f"after clean {_mib(self.rss_clean.get(d))}, after heap release {after_release}")
+        return lines
+
+
+def rack_memory(drill: DrillRecorder, cluster: CephCluster, power_return: ControlledPowerReturn,
+                sampled_peaks: dict[str, int | None]) -> RackMemory:
+    """Read RSS after clean, try `heap release`, and combine the peaks the start, the watch and the samplers saw."""
+    ops, hosts, budgets = power_return.host_ops, power_return.hosts, power_return.budgets.per_host
+    osds = list(power_return.rss_before) or [d for _, d in osds_of(hosts)]
+    rss_clean = osd_rss(ops, hosts, budgets)
+    released, why_not = heap_release(cluster, osds)
+    rss_released = None
+    if released:
+        time.sleep(HEAP_RELEASE_SETTLE_S)  # the allocator returns pages to the kernel asynchronously
+        rss_released = osd_rss(ops, hosts, budgets)
+    else:
+        drill.note(f"heap release refused, so no RSS after it: {why_not}")
+    seen = [s for s in (power_return.result, power_return.watch) if s is not None]
+    peak_used = {h: max((s.peak_used.get(h, 0) for s in seen), default=0) for h in budgets}
+    peak_rss = {d: max([s.peak_rss.get(d, 0) for s in seen] + [sampled_peaks.get(d) or 0]) or None for d in osds}
+    return RackMemory(budgets, peak_used, {d: power_return.rss_before.get(d) for d in osds}, peak_rss, rss_clean, rss_released)
+
+
+def test_controlled_restart(drill: DrillRecorder, cluster: CephCluster, drill_target: Target, faults: FaultSession,
+                            drill_image: str) -> None:
+    t = drill_target
+    rack = drill_rack(t)
+    budgets = restart_budgets(t, rack, None if os.environ.get("DRILL_RESTART_BUDGET") else running_osd_memory_target(cluster))
+    start_need = start_need_default(cluster)
+    power_return = ControlledPowerReturn(drill, cluster, t, faults, rack, budgets, start_need)
+    drill.note(f"rack {rack} ({', '.join(d for _, d in osds_of(power_return.hosts))}); budget per host "
+               + ", ".join(f"{h} {_mib(b)}" for h, b in sorted(budgets.per_host.items()))
+               + f" from {budgets.source}; start-up need {_mib(start_need)} (half of osd_memory_target, raised to peaks seen)")
+
+    try:
+        session = HeldPowerSession(faults, power_return)
+        outcome = FaultDrill(drill, cluster, t, session, make_fault, drill_image).run()  # type: ignore[arg-type]
+    finally:
+        if power_return.watch is not None:
+            power_return.watch.stop()
+
+    result = power_return.result
+    derived = derived_so_far(drill)
+    memory = rack_memory(drill, cluster, power_return, derived.get("recovery", {}).get("rss_peak", {}))
+    machine_kills = drill.measurements.get("recovery", {}).get("oom_kills")  # FaultDrill's /proc/vmstat delta
+    if result is not None:
+        drill.note(result.summary().splitlines()[0])
+        if machine_kills and machine_kills != len(result.oom_kills):
+            drill.note(f"the machine's OOM-kill counter rose by {machine_kills} during the drill (any process on "
+                       f"this machine); the controlled start saw {len(result.oom_kills)} on the rack's hosts")
+        drill.measure("recovery", "oom_kills", len(result.oom_kills))
+        drill.measure("recovery", "restart_time", result.seconds)
+    if power_return.flags is not None and power_return.flags.unsupported:
+        drill.note(f"flags this Ceph release does not know, skipped: {', '.join(power_return.flags.unsupported)}")
+    drill.measure("recovery", "memory_budget_ratio",
+                  {h: memory.peak_used[h] / b if b and memory.peak_used[h] else None for h, b in budgets.per_host.items()})
+    # Per-daemon figures: the rack's OSDs from the drill's own readings, the other daemons as the samplers saw them.
+    drill.measure("recovery", "rss_peak", {**derived.get("recovery", {}).get("rss_peak", {}), **memory.rss_peak})
+    drill.measure("after", "rss_after_recovery_ratio", {**derived.get("after", {}).get("rss_after_recovery_ratio", {}),
+                                                        **memory.ratio_to_before(memory.rss_clean)})
+    if memory.rss_released is not None:
+        drill.measure("after", "rss_after_heap_release_ratio", memory.ratio_to_before(memory.rss_released))
+    for line in memory.notes():
+        drill.note(line)
+
+    # The controlled start's own verdict: OSDs it left held (None when it never ran: "not measured" fails).
+    drill.measure("recovery", "held_osds", None if result is None else len(result.held))
+    finished = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
+    # The controlled start's own verdict is not a limit of the file: it is added to the drill's checks.
+    drill.assert_passed(finished)

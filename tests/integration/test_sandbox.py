@@ -187,7 +187,7 @@ def test_up_replaces_a_crashed_sandbox(sandbox_spec, sandbox_target):
     """kill -9 every daemon (a crashed machine leaves namespaces, pid files, cgroups), then up."""
     stale_cgroup = Path(f"/sys/fs/cgroup/memory/ceph-drills-{sandbox_spec.prefix}/r1h1")
     stale_cgroup.mkdir(parents=True, exist_ok=True)
-    (stale_cgroup / "memory.limit_in_bytes").write_text(str(123 << 20))  # a crashed run's limit
+    (stale_cgroup / "memory.limit_in_bytes").write_text(str(20 << 30))  # a crashed run's limit (raising one never fails)
     for p in hostctl.sandbox_processes(sandbox_spec):
         p.kill()
     psutil.wait_procs(hostctl.sandbox_processes(sandbox_spec), timeout=10)

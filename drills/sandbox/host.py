@@ -160,9 +160,9 @@ def stop_daemon(spec: SandboxSpec, daemon: str, timeout: float = 20) -> None:
         return
     _kill_pid(pid, signal.SIGCONT)  # a hung (SIGSTOPped) daemon cannot act on SIGTERM
     _kill_pid(pid, signal.SIGTERM)
-    if not _wait_gone(pid, timeout):
+    if not wait_gone(pid, timeout):
         _kill_pid(pid, signal.SIGKILL)
-        _wait_gone(pid, 10)
+        wait_gone(pid, 10)
 
 
 def _kill_pid(pid: int, sig: int) -> None:
@@ -172,7 +172,8 @@ def _kill_pid(pid: int, sig: int) -> None:
         pass
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float) -> bool:
+    """True once the process has exited (also when it was never there), False after ``timeout`` seconds."""
     try:
         psutil.Process(pid).wait(timeout)
         return True

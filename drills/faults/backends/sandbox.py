@@ -67,9 +67,15 @@ class SandboxBackend:
     def power_off(self, host: Host) -> None:
         # Silence first, then every daemon dies at the same instant.
         self._nft(host, nft.blackhole_ruleset(POWER_TAG))
+        killed = []
         for d in host.daemons:
             hostctl.signal_daemon(self.spec, d, signal.SIGCONT)  # a hung daemon dies too
-            hostctl.signal_daemon(self.spec, d, signal.SIGKILL)
+            if (pid := hostctl.signal_daemon(self.spec, d, signal.SIGKILL)) is not None:
+                killed.append(pid)
+        # Power is off when the processes are gone, not when the signal is sent: a process with a large
+        # heap in a memory cgroup takes a moment to exit, and a heal must not find it still "running".
+        for pid in killed:
+            hostctl.wait_gone(pid, 10)
 
     def power_on(self, host: Host, start_daemons: bool = True) -> None:
         self._nft(host, nft.delete_ruleset(POWER_TAG))

@@ -6,11 +6,13 @@ during a fault: librados' mon and osd op timeouts are always set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from drills.target import Target
 
@@ -152,6 +154,19 @@ class CephCluster:
             return self.rados.open_ioctx(pool)
         except rados.ObjectNotFound:
             raise ClusterError(f"pool {pool!r} does not exist on the cluster") from None
+
+    @contextlib.contextmanager
+    def scratch_image(self, pool: str, size: int, prefix: str) -> Iterator[str]:
+        """A fresh RBD image named ``<prefix>-<random>`` for the block, removed afterwards."""
+        import rbd
+
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        with self.open_ioctx(pool) as io:
+            rbd.RBD().create(io, name, size)
+            try:
+                yield name
+            finally:
+                rbd.RBD().remove(io, name)
 
     # --- commands ----------------------------------------------------------
     def mon_command(self, prefix: str, inbuf: bytes = b"", **args: Any) -> Any:

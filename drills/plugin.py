@@ -182,17 +182,8 @@ def faults(drill_target: Target, cluster: CephCluster, timeline: Timeline, run_d
 @pytest.fixture
 def drill_image(cluster: CephCluster, drill_target: Target) -> Iterator[str]:
     """A fresh 256 MiB RBD image for the drill's fio job, removed afterwards."""
-    import uuid
-
-    import rbd
-
-    name = f"drill-{uuid.uuid4().hex[:10]}"
-    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
-        rbd.RBD().create(io, name, 256 << 20)
-        try:
-            yield name
-        finally:
-            rbd.RBD().remove(io, name)
+    with cluster.scratch_image(drill_target.cluster.rbd_pool, 256 << 20, "drill") as name:
+        yield name
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

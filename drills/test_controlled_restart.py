@@ -38,7 +38,7 @@ from drills.report.analysis import Window, measure_phases
 from drills.restart.flags import DEFAULT_RESTART_FLAGS, ClusterFlags
 from drills.restart.hostops import CephClusterOps, host_ops_for
 from drills.restart.orchestrator import ControlledRestart, HostOps, RestartConfig, RestartResult, order_daemons, select_osds
-from drills.restart.runbook import run_with_flags, start_need_default
+from drills.restart.runbook import heap_release, run_with_flags, start_need_default
 from drills.scenario import FaultDrill
 from drills.target import Host, Target
 from drills.timeline import read_events, read_series
@@ -298,17 +298,6 @@ class HeldPowerSession:
 
 
 # --- measurements --------------------------------------------------------------------------------------
-
-
-def heap_release(cluster: CephCluster, osds: list[str]) -> tuple[bool, str]:
-    """`ceph tell osd.N heap release` for each OSD: (all released, why not)."""
-    refused = []
-    for d in osds:
-        try:
-            cluster.osd_command(int(d.split(".", 1)[1]), "heap", heapcmd="release")
-        except ClusterError as e:  # Debian's build: "not using tcmalloc!" (glibc malloc has no such command)
-            refused.append(f"{d}: {e}")
-    return not refused, "; ".join(refused)
 
 
 def derived_so_far(drill: DrillRecorder) -> dict[str, dict[str, Any]]:

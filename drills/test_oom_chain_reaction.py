@@ -39,6 +39,7 @@ from drills.faults.base import FaultSession, RackPowerCut
 from drills.restart.flags import ClusterFlags
 from drills.restart.hostops import CephClusterOps, SandboxHostOps
 from drills.restart.orchestrator import ControlledRestart, RestartConfig, RestartResult
+from drills.restart.runbook import heap_release
 from drills.restart.supervise import SystemdLikeSupervisor
 from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target
@@ -198,14 +199,11 @@ def test_oom_chain_reaction(drill, cluster, drill_target, faults):
     unc, con = rounds
     cluster.wait_for_clean(timeout=900)
     rss_clean = {d: _rss(spec, d) for d in rack_osds}
-    released_ok = True
-    for d in rack_osds:
-        try:
-            cluster.osd_command(int(d.split(".")[1]), "heap", heapcmd="release")
-        except ClusterError as e:  # e.g. "not using tcmalloc!": Debian's build uses glibc malloc
-            released_ok = False
-            drill.note(f"{d}: heap release refused: {e}")
-    time.sleep(3)
+    released_ok, why_not = heap_release(cluster, rack_osds)
+    if released_ok:
+        time.sleep(3)  # the allocator returns pages to the kernel asynchronously
+    else:
+        drill.note(f"heap release refused: {why_not}")
     rss_released = {d: _rss(spec, d) if released_ok else None for d in rack_osds}
     drill.phase("after")
 

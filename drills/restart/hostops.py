@@ -23,10 +23,25 @@ from drills.target import Host, Target
 
 
 @dataclass
-class SandboxHostOps:
+class _BackendHostOps:
+    """What both host kinds do through their fault backend (probe, start, stop)."""
+
     target: Target
     _backend: Any = field(default=None, init=False)
 
+    def probe(self, host: Host) -> None:
+        """Reachable, with the tools to start daemons: raises BackendUnavailable naming the host and why."""
+        self._backend.probe(host, "daemons")
+
+    def start(self, host: Host, daemon: str) -> None:
+        self._backend.start_daemon(host, daemon)
+
+    def stop(self, host: Host, daemon: str) -> None:
+        self._backend.stop_daemon(host, daemon)
+
+
+@dataclass
+class SandboxHostOps(_BackendHostOps):
     def __post_init__(self) -> None:
         from drills.faults.backends.sandbox import SandboxBackend
 
@@ -42,15 +57,6 @@ class SandboxHostOps:
         from drills.sandbox.cgroups import existing_host_cgroup
 
         return existing_host_cgroup(self.spec.prefix, host.name)
-
-    def probe(self, host: Host) -> None:
-        self._backend.probe(host, "daemons")
-
-    def start(self, host: Host, daemon: str) -> None:
-        self._backend.start_daemon(host, daemon)
-
-    def stop(self, host: Host, daemon: str) -> None:
-        self._backend.stop_daemon(host, daemon)
 
     def restart(self, host: Host, daemon: str) -> None:
         self._backend.stop_daemon(host, daemon)
@@ -90,24 +96,11 @@ def machine_oom_kills() -> int:
 
 
 @dataclass
-class SshHostOps:
-    target: Target
-    _backend: Any = field(default=None, init=False)
-
+class SshHostOps(_BackendHostOps):
     def __post_init__(self) -> None:
         from drills.faults.backends.ssh import SshBackend
 
         self._backend = SshBackend(self.target)
-
-    def probe(self, host: Host) -> None:
-        """Reachable over SSH, with systemctl: raises BackendUnavailable naming the host and why."""
-        self._backend.probe(host, "daemons")
-
-    def start(self, host: Host, daemon: str) -> None:
-        self._backend.start_daemon(host, daemon)
-
-    def stop(self, host: Host, daemon: str) -> None:
-        self._backend.stop_daemon(host, daemon)
 
     def restart(self, host: Host, daemon: str) -> None:
         u = shlex.quote(self._backend.unit(daemon))

@@ -28,3 +28,16 @@ def start_need_default(cluster: CephCluster) -> int:
     from drills.preflight.checks import running_osd_memory_target
 
     return max(128 << 20, running_osd_memory_target(cluster) // 2)
+
+
+def heap_release(cluster: CephCluster, osds: Sequence[str]) -> tuple[bool, str]:
+    """`ceph tell osd.N heap release` for each OSD: (all released, why not)."""
+    from drills.cluster import ClusterError
+
+    refused = []
+    for d in osds:
+        try:
+            cluster.osd_command(int(d.split(".", 1)[1]), "heap", heapcmd="release")
+        except ClusterError as e:  # Debian's build: "not using tcmalloc!" (glibc malloc has no such command)
+            refused.append(f"{d}: {e}")
+    return not refused, "; ".join(refused)

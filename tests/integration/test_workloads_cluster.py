@@ -22,15 +22,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def rbd_image(sandbox_cluster: CephCluster, sandbox_target: Target) -> Iterator[str]:
-    import rbd
-
-    name = f"wl-{uuid.uuid4().hex[:10]}"
-    with sandbox_cluster.open_ioctx(sandbox_target.cluster.rbd_pool) as io:
-        rbd.RBD().create(io, name, 128 << 20)
-        try:
-            yield name
-        finally:
-            rbd.RBD().remove(io, name)
+    with sandbox_cluster.scratch_image(sandbox_target.cluster.rbd_pool, 128 << 20, "wl") as name:
+        yield name
 
 
 def _write(writer: VerifyingWriter, n: int) -> None:

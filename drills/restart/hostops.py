@@ -173,3 +173,11 @@ class CephClusterOps:
 
     def heap_release(self, osd: int) -> None:
         self.cluster.osd_command(osd, "heap", heapcmd="release")
+
+    def osd_pg_count(self, osd: int) -> int | None:
+        try:
+            dump = self.cluster.mgr_command("pg dump", dumpcontents=["pgs_brief"])
+        except (ClusterError, ValueError):
+            return None
+        stats = dump.get("pg_stats", []) if isinstance(dump, dict) else dump
+        return sum(1 for p in stats if osd in p.get("up", [])) or None

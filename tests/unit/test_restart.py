@@ -100,9 +100,15 @@ class FakeHosts:
         return self.ooms
 
 
+@dataclass
 class FakeCluster:
+    pgs: dict[int, int] = field(default_factory=dict)  # osd id -> PGs in its up set; none: the cluster cannot say
+
     def heap_release(self, osd):
         pass
+
+    def osd_pg_count(self, osd):
+        return self.pgs.get(osd)
 
     def osd_up(self, osd):
         return True
@@ -111,10 +117,10 @@ class FakeCluster:
         return True, "ready"
 
 
-def run(hosts: FakeHosts, need: int, budget: int = 1000 * MiB, settle: float = 0) -> tuple:
+def run(hosts: FakeHosts, need: int, budget: int = 1000 * MiB, settle: float = 0, pgs: dict[int, int] | None = None) -> tuple:
     t = target()
     events: list[tuple[str, str]] = []
-    cr = ControlledRestart(hosts, FakeCluster(), RestartConfig({"h1": budget}, need, settle_s=settle, poll_s=0),
+    cr = ControlledRestart(hosts, FakeCluster(pgs or {}), RestartConfig({"h1": budget}, need, settle_s=settle, poll_s=0),
                            [(t.host("h1"), "osd.0"), (t.host("h1"), "osd.1")],
                            on_event=lambda k, label, d: events.append((k, label)), sleep=lambda s: None)
     return cr.run(), events
@@ -207,3 +213,21 @@ def test_the_learned_need_has_a_margin_so_a_bigger_second_osd_is_not_started_int
     result, events = run(hosts, need=100 * MiB)
     assert hosts.ooms == 0 and not result.ok and result.held == ["osd.1"]
     assert ("restart.need", "start-up need raised to 600 MiB (osd.0 peaked at 500 MiB x 1.2)") in events
+
+
+def test_the_learned_need_scales_with_the_next_osds_pg_count():
+    # osd.0 (10 PGs) peaks at 500 -> 60 MiB per PG with the margin; osd.1 holds 14 PGs -> needs 840.
+    # A flat learned need (600) would start osd.1 into the 600 MiB left and the kernel would kill it.
+    hosts = FakeHosts(1100 * MiB, {"osd.0": 500 * MiB, "osd.1": 700 * MiB}, settle_to={"osd.0": 100 * MiB})
+    result, events = run(hosts, need=100 * MiB, budget=1100 * MiB, pgs={0: 10, 1: 14})
+    assert result.ok and hosts.ooms == 0
+    assert hosts.log == ["start osd.0", "restart osd.0", "start osd.1"]
+    assert ("restart.need", "start-up need per PG raised to 60.0 MiB (osd.0: 10 PGs, peaked at 500 MiB x 1.2)") in events
+
+
+def test_without_pg_counts_the_flat_learned_need_decides():
+    # the same OSDs, but the cluster cannot count PGs: the flat need (600) fits the 600 left, and the
+    # fake kernel OOM-kills osd.1 -- the case the per-PG need exists for
+    hosts = FakeHosts(1100 * MiB, {"osd.0": 500 * MiB, "osd.1": 700 * MiB}, settle_to={"osd.0": 100 * MiB})
+    result, _ = run(hosts, need=100 * MiB, budget=1100 * MiB)
+    assert hosts.log[:2] == ["start osd.0", "start osd.1"] and hosts.ooms == 1 and not result.ok

@@ -163,12 +163,15 @@ class CephClusterOps:
         except ClusterError:
             return False
 
+    def _pg_stats(self) -> list[dict[str, Any]]:
+        dump = self.cluster.mgr_command("pg dump", dumpcontents=["pgs_brief"])
+        return dump.get("pg_stats", []) if isinstance(dump, dict) else dump
+
     def osd_ready(self, osd: int, wait: str) -> tuple[bool, str]:
         try:
-            dump = self.cluster.mgr_command("pg dump", dumpcontents=["pgs_brief"])
+            stats = self._pg_stats()
         except (ClusterError, ValueError) as e:
             return False, f"pg dump failed: {e}"
-        stats = dump.get("pg_stats", []) if isinstance(dump, dict) else dump
         return pgs_ready(stats, osd, wait)
 
     def heap_release(self, osd: int) -> None:
@@ -176,8 +179,7 @@ class CephClusterOps:
 
     def osd_pg_count(self, osd: int) -> int | None:
         try:
-            dump = self.cluster.mgr_command("pg dump", dumpcontents=["pgs_brief"])
+            stats = self._pg_stats()
         except (ClusterError, ValueError):
             return None
-        stats = dump.get("pg_stats", []) if isinstance(dump, dict) else dump
         return sum(1 for p in stats if osd in p.get("up", [])) or None

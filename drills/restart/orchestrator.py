@@ -331,12 +331,13 @@ class ControlledRestart:
         restarted: list[str] = []
         released: list[str] = [] if self.config.heap_release else ["*"]
         since = self.clock()
+        need = self._need_for(osd)  # learning happens only once an OSD is ready, so it holds for this step
         while True:
             killed_on = self._check_ooms()
             if killed_on:
                 raise RestartError(f"the kernel OOM-killed a daemon on {', '.join(sorted(set(killed_on)))} while waiting to start {osd}")
             mem = self._look(host)
-            d = decide(osd, self._need_for(osd), mem, waited_s=self.clock() - since, settle_s=self.config.settle_s,
+            d = decide(osd, need, mem, waited_s=self.clock() - since, settle_s=self.config.settle_s,
                        restarted=restarted, max_restarts=self.config.max_restarts_per_step, released=released)
             self._decision(d)
             if d.action is Action.START:

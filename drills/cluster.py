@@ -182,6 +182,14 @@ class CephCluster:
         except json.JSONDecodeError:
             return out.decode(errors="replace")
 
+    def osdmap_binary(self) -> bytes:
+        """The current OSD map in its binary form (`ceph osd getmap`), for osdmaptool."""
+        ret, out, err = self.rados.mon_command(json.dumps({"prefix": "osd getmap"}), b"",
+                                               timeout=int(self.target.cluster.op_timeout))
+        if ret != 0:
+            raise ClusterError(f"mon command 'osd getmap' failed ({ret}): {err.strip() or 'no message'}")
+        return out
+
     def mgr_command(self, prefix: str, **args: Any) -> Any:
         cmd = {"prefix": prefix, "format": "json", **args}
         ret, out, err = self.rados.mgr_command(json.dumps(cmd), b"", timeout=int(self.target.cluster.op_timeout))

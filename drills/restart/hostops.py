@@ -11,7 +11,10 @@ look (every Ceph daemon's RSS, and MemAvailable); OOM kills are /proc/vmstat's o
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +156,29 @@ def pgs_ready(pg_stats: list[dict[str, Any]], osd: int, wait: str) -> tuple[bool
     return True, f"{len(mine)} PGs of osd.{osd} {wait}"
 
 
+_UP_SET = re.compile(r"^\S+ raw \(\[[^\]]*\], p-?\d+\) up \(\[([^\]]*)\]", re.M)
+
+
+def pgs_in_up_sets(dump_all: str, osd: int) -> int:
+    """Pure: PGs whose up set holds ``osd`` in `osdmaptool --test-map-pgs-dump-all` output."""
+    return sum(1 for m in _UP_SET.finditer(dump_all) if str(osd) in m.group(1).split(","))
+
+
+def mapped_pg_count(osdmap: bytes, osd: int) -> int | None:
+    """PGs the OSD map gives ``osd`` once it is up (`osdmaptool --mark-up`; nothing is written to the
+    cluster). `pg dump` cannot say: a down OSD is in no up set, and a held OSD is down. None when
+    osdmaptool (package ceph-base) is missing or fails."""
+    with tempfile.NamedTemporaryFile(prefix="drills-osdmap-") as f:
+        f.write(osdmap)
+        f.flush()
+        try:
+            out = subprocess.run(["osdmaptool", f.name, "--mark-up", str(osd), "--test-map-pgs-dump-all"],
+                                 capture_output=True, text=True, timeout=60, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return pgs_in_up_sets(out, osd)
+
+
 @dataclass
 class CephClusterOps:
     cluster: CephCluster
@@ -178,8 +204,14 @@ class CephClusterOps:
         self.cluster.osd_command(osd, "heap", heapcmd="release")
 
     def osd_pg_count(self, osd: int) -> int | None:
+        """From the OSD map (right for a held, down OSD); else, for an up OSD, from `pg dump`."""
         try:
-            stats = self._pg_stats()
-        except (ClusterError, ValueError):
-            return None
-        return sum(1 for p in stats if osd in p.get("up", [])) or None
+            count = mapped_pg_count(self.cluster.osdmap_binary(), osd)
+        except ClusterError:
+            count = None
+        if count is None:
+            try:
+                count = sum(1 for p in self._pg_stats() if osd in p.get("up", []))
+            except (ClusterError, ValueError):
+                return None
+        return count or None

@@ -141,7 +141,7 @@ class ClusterOps(Protocol):
         """`ceph tell osd.N heap release`: tcmalloc returns freed pages to the kernel."""
 
     def osd_pg_count(self, osd: int) -> int | None:
-        """PGs whose up set holds the OSD (None when the cluster cannot say)."""
+        """PGs the OSD holds once up, also while it is held down (None when the cluster cannot say)."""
 
 
 EventSink = Callable[[str, str, dict[str, Any]], None]  # (kind, label, data)
@@ -415,7 +415,11 @@ class ControlledRestart:
         if self._need_per_pg:
             pgs = self._pg_count(osd)
             if pgs:
-                return max(self.config.start_need, int(self._need_per_pg * pgs))
+                need = max(self.config.start_need, int(self._need_per_pg * pgs))
+                self.on_event("restart.need", f"{osd} needs ~{need / MiB:.0f} MiB to start "
+                              f"({self._need_per_pg / MiB:.1f} MiB per PG x {pgs} PGs)",
+                              {"daemon": osd, "need": need, "pgs": pgs, "need_per_pg": int(self._need_per_pg)})
+                return need
         return self._need
 
 

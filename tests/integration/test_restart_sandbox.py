@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from drills.cluster import wait_for
 from drills.faults.base import FaultSession
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger
@@ -74,6 +75,30 @@ def test_budget_below_one_osd_stops_with_flags_restored(sandbox_target, sandbox_
             ops.start(h, d)
         sandbox_cluster.wait_for_osds(up={int(d.split(".")[1]) for _, d in pairs}, timeout=120)
         sandbox_cluster.wait_for_clean(timeout=180)
+
+
+def test_a_held_osds_pg_count_comes_from_the_osd_map(sandbox_target, sandbox_cluster):
+    # The controlled start scales an OSD's start-up need by its PG count while that OSD is held, i.e. down,
+    # when `pg dump` puts it in no up set; the count comes from the OSD map with the OSD marked up.
+    c = sandbox_cluster
+    c.wait_for_clean(timeout=300)
+    ops, cops = SandboxHostOps(sandbox_target), CephClusterOps(c)
+    host = sandbox_target.racks[0].hosts[0]
+    osd = host.osd_ids[0]
+    in_up_sets = lambda: sum(1 for p in cops._pg_stats() if osd in p["up"])  # noqa: E731
+    while_up = in_up_sets()
+    assert while_up > 0 and cops.osd_pg_count(osd) == while_up
+    c.set_flag("noout")
+    try:
+        ops.stop(host, f"osd.{osd}")
+        c.wait_for_osds(down={osd}, timeout=120)
+        wait_for(lambda: (not in_up_sets(), "PGs still list it up"), timeout=60, what="pg dump to drop the down OSD")
+        assert cops.osd_pg_count(osd) == while_up
+    finally:
+        ops.start(host, f"osd.{osd}")
+        c.unset_flag("noout")
+        c.wait_for_osds(up={osd}, timeout=120)
+        c.wait_for_clean(timeout=300)
 
 
 def _parse(mod, argv, default):

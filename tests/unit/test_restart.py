@@ -10,7 +10,7 @@ from drills.faults.base import FaultError
 from drills.restart.orchestrator import (
     Action, ControlledRestart, HostMemory, RestartConfig, RestartError, decide, order_daemons, select_osds,
 )
-from drills.restart.hostops import pgs_ready
+from drills.restart.hostops import pgs_in_up_sets, pgs_ready
 from drills.target import Host, Rack, Target, Cluster
 
 MiB = 1 << 20
@@ -176,6 +176,26 @@ def test_pgs_ready():
     assert pgs_ready(pgs, 9, "peered") == (False, "no PGs mapped to osd.9 yet")
 
 
+# `osdmaptool MAP --mark-up 8 --test-map-pgs-dump-all` as Debian's 16.2.15 prints it (pool 3: an EC pool's hole)
+OSDMAPTOOL_DUMP_ALL = """osdmaptool: osdmap file '/tmp/drills-osdmap-x'
+marking OSD@8 as up
+pool 1 pg_num 1
+1.0 raw ([3,7,2], p3) up ([3,7,2], p3) acting ([3,7,2], p3)
+pool 2 pg_num 32
+2.3 raw ([5,2,8], p5) up ([5,2,8], p5) acting ([5,2], p5)
+2.5 raw ([1,8,5], p1) up ([1,5], p1) acting ([1,5], p1)
+3.1f raw ([18,2147483647,2], p18) up ([18,2147483647,2], p18) acting ([18,2147483647,2], p18)
+"""
+
+
+def test_pgs_in_up_sets_counts_the_up_set_only_and_whole_ids():
+    assert pgs_in_up_sets(OSDMAPTOOL_DUMP_ALL, 8) == 1  # 2.5 maps osd.8 raw but not up (an upmap moved it)
+    assert pgs_in_up_sets(OSDMAPTOOL_DUMP_ALL, 2) == 3
+    assert pgs_in_up_sets(OSDMAPTOOL_DUMP_ALL, 1) == 1  # not osd.18's PG
+    assert pgs_in_up_sets(OSDMAPTOOL_DUMP_ALL, 9) == 0
+    assert pgs_in_up_sets("osdmaptool: couldn't open", 1) == 0
+
+
 def test_heap_release_is_tried_before_a_restart():
     m = mem(800 * MiB, daemons={"osd.0": 500 * MiB, "osd.2": 300 * MiB})
     d = decide("osd.1", 300 * MiB, m, waited_s=25, settle_s=20, restarted=[], max_restarts=2, released=[])
@@ -223,6 +243,7 @@ def test_the_learned_need_scales_with_the_next_osds_pg_count():
     assert result.ok and hosts.ooms == 0
     assert hosts.log == ["start osd.0", "restart osd.0", "start osd.1"]
     assert ("restart.need", "start-up need per PG raised to 60.0 MiB (osd.0: 10 PGs, peaked at 500 MiB x 1.2)") in events
+    assert ("restart.need", "osd.1 needs ~840 MiB to start (60.0 MiB per PG x 14 PGs)") in events
 
 
 def test_without_pg_counts_the_flat_learned_need_decides():

@@ -73,7 +73,7 @@ PG_LOG_SETTINGS = {
 }
 POOL_PGS = 32
 # Per host of the rack, 3 OSDs each. Measured on a 3 x 1 x 3 sandbox: at 880 MiB all at once fits (0 kills);
-# at 760 MiB the controlled start could not fit its third OSD (it held it, as it should); at 800 MiB three
+# at 760 MiB the controlled start could not fit its third OSD (it held it, as it should); at 800 MiB four
 # fresh runs each showed OOM kills all at once and a controlled start with none (docs/restart.md).
 DEFAULT_BUDGET = "800MiB"
 

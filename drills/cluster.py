@@ -118,8 +118,10 @@ class CephCluster:
         except rados.Error as e:
             r.shutdown()
             raise ClusterError(
-                f"cannot connect to the cluster as {c.client} with {c.conf} ({type(e).__name__}: {e}); "
-                "check that the monitors are up and reachable (drill sandbox status) and that the keyring is right"
+                f"cannot connect to the cluster of target file {self.target.path} as {c.client}: no monitor in "
+                f"mon_host of {c.conf} answered within {int(self.connect_timeout)} s ({type(e).__name__}: {e}); "
+                "check mon_host, that the monitors are up and reachable and that the keyring is right "
+                "(sandbox: drill sandbox status)"
             ) from None
         self._rados = r
         live = r.get_fsid()

@@ -9,9 +9,11 @@ import os
 import sys
 from pathlib import Path
 
+from drills.admission import Refused, admit, plan_drills
 from drills.faults.base import FaultError
 from drills.target import Target, TargetError, load_target
-from drills.thresholds import ThresholdsError, load_thresholds
+from drills.invariants import INVARIANT_NAMES
+from drills.thresholds import SHIPPED_DEFAULTS, ThresholdsError, load_thresholds
 
 # Suites name drill modules (pytest modules inside the drills package).
 FAULT_DRILLS = ["drills.test_osd_kill", "drills.test_hung_osd", "drills.test_host_power_cut", "drills.test_rack_partition"]
@@ -86,11 +88,60 @@ def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None
             for line in getattr(mod, "plan_notes", lambda _t: [])(t):
                 print(f"    {line}")
         for th in limits.for_drill(drill):
-            print(f"    limit {th.phase:9s} {th.key} = {th.written}")
+            extra = "" if th.severity == "fail" else f"  ({th.severity})"
+            if th.source != SHIPPED_DEFAULTS:
+                extra += f"  [from {th.source}]"
+            print(f"    limit {th.phase:9s} {th.key} = {th.written}{extra}")
+        allowed = limits.health_allowed(drill)
+        print(f"    cluster log: health checks allowed {', '.join(sorted(allowed)) or 'none'}; any other, or any [ERR] line, fails")
+        print(f"    invariants (no thresholds file drops them): {', '.join(INVARIANT_NAMES)}")
     print(f"reports under {out}/<run-id>/; nothing was touched")
 
 
-def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, dry_run: bool, extra: list[str]) -> int:
+def admit_suite(t: Target, modules: list[str], skip_destructive: bool) -> dict[str, str]:
+    """The admission the pytest plugin also does (drills/admission.py), before pytest starts."""
+    import importlib
+
+    from drills.cluster import CephCluster, ClusterError
+
+    plan = plan_drills([importlib.import_module(m) for m in modules], t)
+    try:
+        cluster = CephCluster(t).connect()
+    except ClusterError as e:
+        raise Refused(str(e)) from None
+    try:
+        return admit(t, cluster, plan, skip_destructive)
+    finally:
+        cluster.close()
+
+
+def write_refused(run_dir: Path, reason: str) -> None:
+    from drills.report import write_prom, write_summary_json
+    from drills.verdict import REFUSED_FILE
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / REFUSED_FILE).write_text(reason + "\n")
+    write_summary_json(run_dir)
+    write_prom(run_dir)
+
+
+def rerun_failed(run_dir: str, report_dir: str, dry_run: bool, extra: list[str], skip_destructive: bool = False) -> int:
+    """`drill run --rerun-failed RUN_DIR`: the failed drills of a run again, with its resolved configuration."""
+    from drills.runconfig import RunConfigError, rerun_plan
+
+    try:
+        plan = rerun_plan(run_dir)
+    except RunConfigError as e:
+        print(f"drill: error: {e}", file=sys.stderr)
+        return 2
+    print(plan.summary())
+    os.environ.update(plan.env)  # the same DRILL_* knobs; run_suite's setdefault leaves them in force
+    return run_suite(plan.target_path, plan.suite, plan.thresholds_path, report_dir, dry_run,
+                     ["-k", plan.pytest_k, *extra], skip_destructive, modules=plan.modules)
+
+
+def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, dry_run: bool, extra: list[str],
+              skip_destructive: bool = False, modules: list[str] | None = None) -> int:
     import pytest
 
     if suite not in SUITES:
@@ -103,7 +154,7 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
     except (TargetError, RunError, ThresholdsError) as e:
         print(f"drill: error: {e}", file=sys.stderr)
         return 2
-    modules = SUITES[suite]
+    modules = modules or SUITES[suite]
     if dry_run:
         try:
             print_plan(t, suite, modules, thresholds, out)
@@ -114,6 +165,13 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
     from drills.plugin import new_run_id
 
     run_id = new_run_id()
+    try:
+        admit_suite(t, modules, skip_destructive)
+    except Refused as e:
+        # one line, exit 2, nothing run; the run directory records the refusal for the nightly record
+        write_refused(out / run_id, str(e))
+        print(f"drill: error: refused: {e}", file=sys.stderr)
+        return 2
     args = [
         "-p", "no:cacheprovider",
         "--rootdir", str(out.resolve()),
@@ -125,10 +183,21 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
         "-o", "console_output_style=classic",
         "-o", f"timeout={SUITE_TIMEOUT_S[suite]}",
         *([f"--thresholds={thresholds}"] if thresholds else []),
+        *(["--skip-destructive"] if skip_destructive else []),
         *extra,
     ]
     os.environ.setdefault("DRILL_PACE", SUITE_PACE[suite])
+    os.environ["DRILL_SUITE"] = suite  # recorded in run.json: history and calibration group runs by suite
     for k, v in SUITE_ENV[suite].items():
         os.environ.setdefault(k, v)  # the caller's environment wins
     rc = int(pytest.main(args))
-    return {0: 0, 1: 1}.get(rc, 2)
+    run_dir = out / run_id
+    if rc in (0, 1) and (run_dir / "summary.json").exists():
+        # the verdict the report, summary.json and .prom show (drills/verdict.py); pytest's own
+        # code only where no verdict was reached (interrupted, usage error, refusal)
+        from drills.verdict import run_verdict
+
+        return run_verdict(run_dir).exit_code
+    if rc == 2:  # interrupted (Ctrl-C): faults were healed by the fault session on the way out
+        return 130
+    return 2 if rc != 0 else 0

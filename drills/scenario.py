@@ -15,13 +15,14 @@ the drill allows, unfound objects, or an OSD outside the blast radius going down
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from drills.cluster import CephCluster, ClusterError, WaitTimeout
 from drills.drill import DrillRecorder
@@ -29,7 +30,8 @@ from drills.faults.base import Fault, FaultSession
 from drills.report.results import LostWrites, ModelInputs
 from drills.target import Target
 from drills.timeline import read_events
-from drills.workloads.fio import FioJob, FioRunner, start_job
+from drills.invariants import FioVerification
+from drills.workloads.fio import FioJob, FioRunner, start_job, verify_written
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 
@@ -44,13 +46,14 @@ class Pace:
     max_inactive: float  # abort: PGs inactive longer than this while the fault is in force
     detection_timeout: float = 120
     clean_timeout: float = 900
+    warmup_max: float = 90  # the warm-up goes on (up to this) until the daemons' RSS stops climbing
 
     @classmethod
     def named(cls, name: str) -> "Pace":
         paces = {
-            "smoke": cls(warmup=20, baseline=10, degraded=15, after=10, max_inactive=90),
-            "nightly": cls(warmup=60, baseline=30, degraded=60, after=30, max_inactive=120),
-            "full": cls(warmup=120, baseline=60, degraded=180, after=60, max_inactive=180),
+            "smoke": cls(warmup=20, baseline=10, degraded=15, after=10, max_inactive=90, warmup_max=60),
+            "nightly": cls(warmup=60, baseline=30, degraded=60, after=30, max_inactive=120, warmup_max=180),
+            "full": cls(warmup=120, baseline=60, degraded=180, after=60, max_inactive=180, warmup_max=300),
         }
         if name not in paces:
             raise ValueError(f"unknown drill pace {name!r}; choose {', '.join(paces)}")
@@ -58,7 +61,68 @@ class Pace:
 
 
 def current_pace() -> Pace:
-    return Pace.named(os.environ.get("DRILL_PACE", "smoke"))
+    """DRILL_PACE (smoke | nightly | full), with DRILL_PACE_OVERRIDES="field=seconds,..." laid over it
+    (e.g. "detection_timeout=5" drives a drill into its stop condition on purpose: a canary)."""
+    pace = Pace.named(os.environ.get("DRILL_PACE", "smoke"))
+    overrides = os.environ.get("DRILL_PACE_OVERRIDES", "").strip()
+    if not overrides:
+        return pace
+    fields = {f.name for f in dataclasses.fields(Pace)}
+    changes: dict[str, float] = {}
+    for item in overrides.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        try:
+            if key not in fields:
+                raise ValueError
+            changes[key] = float(value)
+        except ValueError:
+            raise ValueError(f"DRILL_PACE_OVERRIDES: {item.strip()!r} is not field=seconds with a field of "
+                             f"{', '.join(sorted(fields))}") from None
+    return dataclasses.replace(pace, **changes)
+
+
+# Warm baseline: RSS has "stopped climbing" when no daemon's median RSS over the last RSS_WINDOW_S seconds
+# is more than RSS_SETTLED_GROWTH above its median over the window before (docs/thresholds.md).
+RSS_WINDOW_S = 10.0
+RSS_SETTLED_GROWTH = 0.03
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    settled: bool
+    waited: float  # seconds waited past the fixed warm-up
+    growth: float  # the largest relative growth of a daemon's RSS between the last two windows
+
+
+def rss_growth(samples: list, now: float, window: float = RSS_WINDOW_S) -> float | None:
+    """Largest relative growth of any daemon's median RSS, last window vs the one before; None: too few samples."""
+    from drills.report.analysis import RSS
+
+    by_daemon: dict[str, tuple[list[float], list[float]]] = {}
+    for smp in samples:
+        if smp.metric != RSS or smp.value is None or smp.t < now - 2 * window:
+            continue
+        last, before = by_daemon.setdefault(smp.labels.get("daemon", "?"), ([], []))
+        (last if smp.t >= now - window else before).append(smp.value)
+    growths = [statistics.median(a) / statistics.median(b) - 1 for a, b in by_daemon.values() if len(a) >= 3 and len(b) >= 3]
+    return max(growths) if growths else None
+
+
+def wait_rss_settled(run_dir: Path, budget_s: float, poll_s: float = 5.0) -> WarmUp:
+    """Go on warming up until every daemon's RSS stopped climbing under the workload, or the budget is spent."""
+    from drills.timeline import read_series
+
+    t0 = time.monotonic()
+    growth = float("inf")
+    while True:
+        g = rss_growth(read_series(run_dir), time.time())
+        growth = g if g is not None else growth
+        if g is not None and g <= RSS_SETTLED_GROWTH:
+            return WarmUp(True, time.monotonic() - t0, g)
+        if time.monotonic() - t0 >= budget_s:
+            return WarmUp(False, time.monotonic() - t0, growth if growth != float("inf") else -1.0)
+        time.sleep(poll_s)
 
 
 class DrillAborted(Exception):
@@ -71,9 +135,12 @@ class AbortWatch:
     expected_down: set[int]
     max_inactive: float
     inactive_since: float | None = None
+    on_unfound: Callable[[int], None] | None = None  # the drill's evidence keeps the most it saw
 
     def check(self) -> None:
         s = self.cluster.pg_summary()
+        if self.on_unfound is not None:
+            self.on_unfound(s.unfound_objects)
         now = time.monotonic()
         if s.inactive:
             self.inactive_since = self.inactive_since or now
@@ -87,6 +154,22 @@ class AbortWatch:
         outside = (set(self.cluster.osds_in()) | up) - self.expected_down - up
         if outside:
             raise DrillAborted(f"OSDs outside the blast radius went down: {sorted(outside)}")
+
+
+CANARY_DROP_WRITE_ENV = "DRILL_CANARY_DROP_WRITE"
+
+
+def canary_backend(backend: Any, drill: DrillRecorder) -> Any:
+    """DRILL_CANARY_DROP_WRITE=N: the verifier's backend acknowledges its Nth write without storing it (a
+    canary: the drill must then fail, whatever the thresholds file says). Said on the timeline and in the notes."""
+    nth = os.environ.get(CANARY_DROP_WRITE_ENV, "").strip()
+    if not nth:
+        return backend
+    from drills.workloads.verifier import DropAckedWrite
+
+    drill.event("canary", f"the verifier drops acknowledged write #{nth}")
+    drill.note(f"canary: {CANARY_DROP_WRITE_ENV}={nth}: the verifier drops one acknowledged write on purpose")
+    return DropAckedWrite(backend, int(nth))
 
 
 # A block device client waits out a stall rather than failing the write; only a write the
@@ -146,20 +229,22 @@ class FaultDrill:
     pace: Pace = field(default_factory=current_pace)
     allow_unavailable: bool = False
     expect_down: bool = True  # False for faults the cluster never notices as an OSD down
+    write_costs: tuple[float | None, float | None] = (None, None)  # (w, r) in ms, measured in the baseline
 
     def run(self) -> DrillOutcome:
         d, c, t, pace = self.drill, self.cluster, self.target, self.pace
         c.wait_for_clean(timeout=pace.clean_timeout)
-        w_ms, r_ms = measure_write_costs(c, t.cluster.rados_pool)
-        d.note(f"measured on the target: 4 KiB write {w_ms:.1f} ms, 4 MiB object read+write {r_ms:.1f} ms")
         fault = self.make_fault(t)
         down = set(fault.takes_down().osds())
-        oom0 = oom_kills_now()
         job = FioJob(name=f"{d.name}-randwrite", rw="randwrite", bs="4k", iodepth=16, runtime=24 * 3600, size="256M",
                      ioengine="rbd", pool=t.cluster.rbd_pool, rbdname=self.image,
-                     clientname=t.cluster.client.removeprefix("client."), conf=t.cluster.conf)
+                     clientname=t.cluster.client.removeprefix("client."), conf=t.cluster.conf,
+                     verify="crc32c")  # headers in every block; read back and checked after the drill
+        if d.evidence is not None:
+            d.evidence.track_image(t.cluster.rbd_pool, self.image)
+        prefix = f"drill-{d.name}-{uuid.uuid4().hex[:6]}"
         with c.open_ioctx(t.cluster.rados_pool) as io:
-            writer = VerifyingWriter(RadosObjectBackend(io, prefix=f"drill-{d.name}-{uuid.uuid4().hex[:6]}"),
+            writer = VerifyingWriter(canary_backend(RadosObjectBackend(io, prefix=prefix), d),
                                      d.run_dir / f"{d.name}-verifier.jsonl", d.timeline, VerifierConfig(num_keys=64, rate_per_s=20, write_timeout_s=WRITE_TIMEOUT_S))
             with writer:
                 fio = start_job(job, d.timeline)
@@ -170,17 +255,42 @@ class FaultDrill:
                     writer.stop()
                     result = fio.stop()
                 report = writer.check()
-        oom1 = oom_kills_now()
-        d.measure("recovery", "oom_kills", None if oom0 is None or oom1 is None else oom1 - oom0)
+        fio_check = verify_written(job, result, d.timeline)  # fio's own blocks, read back while the image exists
+        if d.evidence is not None:
+            d.evidence.add_fio(FioVerification(fio_check.errors, fio_check.method, fio_check.error))
+        d.note(fio_check.method if fio_check.errors is not None else f"fio verify not measured: {fio_check.error}")
+        if d.evidence is not None:
+            d.evidence.track_objects(t.cluster.rados_pool, [f"{prefix}.{i:06d}" for i in writer.ledger.keys()])
+        # per host that runs Ceph daemons (its memory cgroup on the sandbox, /proc/vmstat over SSH on staging)
+        d.measure("recovery", "oom_kills", d.evidence.oom_kills() if d.evidence is not None else None)
         self._measure_io_errors(writer, None if result.stopped else result.returncode)  # stopped by us: exit 128
         d.note(report.summary().splitlines()[0])
         d.note(f"fio {job.name}: exit {result.returncode}, {len(result.intervals)} intervals")
         self._measure_flaps()
         pool_size = next((p["size"] for p in c.pools() if p["pool_name"] == t.cluster.rbd_pool), 3)
+        w_ms, r_ms = self.write_costs
+        model = ModelInputs(small_write_ms=w_ms, object_recovery_ms=r_ms, pool_size=pool_size, object_size=4 << 20)
+        self._measure_model(model)
         return DrillOutcome(
-            lost_writes=d.lost_writes(writer, report, "rados objects: latest acknowledged seq + crc per key"),
-            model=ModelInputs(small_write_ms=w_ms, object_recovery_ms=r_ms, pool_size=pool_size, object_size=4 << 20),
+            lost_writes=d.lost_writes(writer, report, report.method),
+            model=model,
         )
+
+    def _measure_model(self, model: ModelInputs) -> None:
+        """model_error_ratio: the degraded-write model (w, r taken under the drill's own load) against the
+        latency measured after the heal."""
+        from drills.report.analysis import Window, compare_model
+        from drills.timeline import read_series
+
+        d = self.drill
+        events = [e for e in read_events(d.run_dir) if e.data.get("drill") in (None, d.name)]
+        cmp = compare_model(read_series(d.run_dir), events, Window(d.started, time.time()), model)
+        d.measure("recovery", "model_error_ratio", cmp.error_ratio)
+        if cmp.available and cmp.mean_predicted_ms is not None and cmp.mean_measured_ms is not None:
+            d.note(f"degraded-write model (w, r under load): predicted {cmp.mean_predicted_ms:.1f} ms, measured "
+                   f"{cmp.mean_measured_ms:.1f} ms after the heal")
+        else:
+            d.note(f"degraded-write model not compared: {cmp.reason}")
 
     def _measure_flaps(self) -> None:
         """OSDs marked down again once the fault's own loss was detected: in the degraded phase
@@ -211,13 +321,22 @@ class FaultDrill:
         d, c = self.drill, self.cluster
         d.event("note", "warm-up", seconds=pace.warmup)
         time.sleep(pace.warmup)
-        d.phase("baseline")
-        time.sleep(pace.baseline)
+        warm = wait_rss_settled(d.run_dir, pace.warmup_max - pace.warmup)
+        d.event("note", "warm baseline" if warm.settled else "RSS still climbing at the end of the warm-up",
+                seconds=round(warm.waited, 1), growth=round(warm.growth, 4))
+        d.phase("baseline", rss_settled=warm.settled)
+        t_base = time.monotonic()
+        # w and r under the drill's own load (fio and the writer are running): like with like for the model
+        self.write_costs = measure_write_costs(self.cluster, self.target.cluster.rados_pool)
+        d.note(f"measured under the drill's load: 4 KiB write {self.write_costs[0]:.1f} ms, "
+               f"4 MiB object read+write {self.write_costs[1]:.1f} ms")
+        time.sleep(max(0.0, pace.baseline - (time.monotonic() - t_base)))
 
         d.phase("detection", fault=fault.label, takes_down=sorted(down))
         t_inject = time.monotonic()
         self.faults.inject(fault, allow_unavailable=self.allow_unavailable)
-        watch = AbortWatch(c, down, pace.max_inactive)
+        watch = AbortWatch(c, down, pace.max_inactive,
+                           on_unfound=d.evidence.saw_unfound if d.evidence is not None else None)
         try:
             if self.expect_down and down:
                 self._wait(lambda: (not (down & c.osds_up()), f"up {sorted(c.osds_up())}"), pace.detection_timeout,

@@ -124,13 +124,15 @@ class Target:
         for r in self.racks:
             if r.name == name:
                 return r
-        raise TargetError(f"unknown rack {name!r}; the target has: {', '.join(r.name for r in self.racks) or 'none'}")
+        raise TargetError(f"unknown rack {name!r}; the target has: {', '.join(r.name for r in self.racks) or 'none'} "
+                          f"(target file {self.path or 'in memory'}); pass one of those, or add the rack to the file")
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
             if h.name == name:
                 return h
-        raise TargetError(f"unknown host {name!r}; the target has: {', '.join(h.name for h in self.hosts) or 'none'}")
+        raise TargetError(f"unknown host {name!r}; the target has: {', '.join(h.name for h in self.hosts) or 'none'} "
+                          f"(target file {self.path or 'in memory'}); pass one of those, or add the host to the file")
 
     def rack_of(self, host_name: str) -> Rack | None:
         for r in self.racks:
@@ -142,7 +144,8 @@ class Target:
         for h in self.hosts:
             if daemon in h.daemons:
                 return h
-        raise TargetError(f"unknown daemon {daemon!r}: no host of the target runs it")
+        raise TargetError(f"unknown daemon {daemon!r}: no host in target file {self.path or '(in memory)'} lists it in its daemons; "
+                          "pass a daemon the target lists, or add it to its host's daemons")
 
     @property
     def osd_ids(self) -> list[int]:
@@ -152,19 +155,45 @@ class Target:
 # --- reading -----------------------------------------------------------------
 
 
+# What to write for a required key that is missing (the key's table, an example value, what it is for).
+_REQUIRED_HINTS: dict[tuple[str, str], str] = {
+    ("Target", "cluster"): "a [cluster] table with name, fsid, conf and keyring",
+    ("Target", "state_dir"): 'state_dir = "/var/lib/ceph-drills/<cluster>" (where the fault ledger lives)',
+    ("Cluster", "name"): 'name = "staging" (the name reports use)',
+    ("Cluster", "fsid"): "fsid = \"<the output of `ceph fsid`>\" (drills refuse a cluster whose fsid differs)",
+    ("Cluster", "conf"): 'conf = "/etc/ceph/ceph.conf"',
+    ("Cluster", "keyring"): 'keyring = "/etc/ceph/ceph.client.admin.keyring"',
+    ("Host", "name"): 'name = "<the host\'s CRUSH name, as in `ceph osd tree`>"',
+    ("Rack", "name"): 'name = "<the rack\'s CRUSH name, as in `ceph osd tree`>"',
+}
+
+# How each scalar type reads to a person, and an example of it in TOML.
+_KINDS = {"str": ("a string", '"..."'), "int": ("a whole number", "22"), "float": ("a number", "30.0"),
+          "bool": ("true or false", "true")}
+
+
+def _key(where: str) -> str:
+    """'target.cluster.fsid' -> 'cluster.fsid': the key as the file spells it (the top level has no prefix)."""
+    return where.removeprefix("target").lstrip(".") or "the top level"
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     """Build a dataclass from a TOML table, refusing unknown keys and wrong types."""
     if not isinstance(data, dict):
-        raise TargetError(f"{where}: expected a table, got {type(data).__name__}")
+        raise TargetError(f"{_key(where)}: expected a table, got {type(data).__name__} {data!r}; "
+                          f"write it as [{_key(where)}] or {{ key = value, ... }}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields) - {"path"})
     if unknown:
-        raise TargetError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+        raise TargetError(f"{_key(where)}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(f for f in fields if f != 'path'))} "
+                          "(rename or remove it)")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-                raise TargetError(f"{where}: missing required key {name!r}")
+                hint = _REQUIRED_HINTS.get((cls.__name__, name), f"{name} = ...")
+                table = f" to [{_key(where)}]" if where != "target" else ""
+                raise TargetError(f"{_key(where)}: missing required key {name!r}; add {hint}{table}")
             continue
         kwargs[name] = _convert(f.type, data[name], f"{where}.{name}")
     return cls(**kwargs)
@@ -175,55 +204,68 @@ _NESTED = {"Access": Access, "Power": Power, "Network": Network, "Host": Host, "
 
 def _convert(ftype: Any, value: Any, where: str) -> Any:
     t = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    leaf = where.rsplit(".", 1)[-1]
     if t in _NESTED:
         return _build(_NESTED[t], value, where)
     if t.startswith("tuple["):
         inner = t[len("tuple[") : -len(", ...]")]
         if not isinstance(value, list):
-            raise TargetError(f"{where}: expected a list")
+            example = f"[[{_key(where)}]] tables" if inner in _NESTED else f'{leaf} = ["...", "..."]'
+            raise TargetError(f"{_key(where)}: expected a list, got {value!r}; write {example}")
         if inner in _NESTED:
             return tuple(_build(_NESTED[inner], v, f"{where}[{i}]") for i, v in enumerate(value))
         if not all(isinstance(v, str) for v in value):
-            raise TargetError(f"{where}: expected a list of strings")
+            raise TargetError(f"{_key(where)}: expected a list of strings, got {value!r}; quote each item, e.g. {leaf} = [\"osd.0\", \"osd.1\"]")
         return tuple(value)
     expected = {"str": str, "int": int, "float": (int, float), "bool": bool}[t]
-    if t != "bool" and isinstance(value, bool):
-        raise TargetError(f"{where}: expected {t}, got {value!r}")
-    if not isinstance(value, expected):
-        raise TargetError(f"{where}: expected {t}, got {value!r}")
+    if (t != "bool" and isinstance(value, bool)) or not isinstance(value, expected):
+        kind, example = _KINDS[t]
+        raise TargetError(f"{_key(where)}: expected {kind}, got {value!r}; write e.g. {leaf} = {example}")
     return float(value) if t == "float" else value
 
 
 def _validate(t: Target) -> None:
     if t.cluster.deployment not in DEPLOYMENTS:
-        raise TargetError(f"cluster.deployment: {t.cluster.deployment!r} is not one of {', '.join(DEPLOYMENTS)}")
+        raise TargetError(f"cluster.deployment: {t.cluster.deployment!r} is not one of {', '.join(DEPLOYMENTS)}; write one of those")
     seen_hosts: set[str] = set()
-    seen_daemons: set[str] = set()
+    daemon_host: dict[str, str] = {}
+    osd_host: dict[int, tuple[str, str]] = {}  # id -> (host, name as written): "osd.01" is osd.1 too
     for h in t.hosts + list(t.load_hosts):
         if h.name in seen_hosts:
-            raise TargetError(f"host {h.name!r} appears twice")
+            raise TargetError(f"host {h.name!r} appears twice; a host name is its CRUSH name and unique: rename or remove one")
         seen_hosts.add(h.name)
         if h.access.kind not in ACCESS_KINDS:
-            raise TargetError(f"host {h.name}: access.kind {h.access.kind!r} is not one of {', '.join(ACCESS_KINDS)}")
+            raise TargetError(f"host {h.name}: access.kind {h.access.kind!r} is not one of {', '.join(ACCESS_KINDS)}; write one of those")
         if h.access.kind == "ssh" and not h.access.host:
-            raise TargetError(f"host {h.name}: access.kind = 'ssh' needs access.host")
+            raise TargetError(f"host {h.name}: access.kind = 'ssh' needs access.host; add host = \"<address or name>\" to its access")
         if h.power.kind not in POWER_KINDS:
-            raise TargetError(f"host {h.name}: power.kind {h.power.kind!r} is not one of {', '.join(POWER_KINDS)}")
+            raise TargetError(f"host {h.name}: power.kind {h.power.kind!r} is not one of {', '.join(POWER_KINDS)}; write one of those")
         if h.power.kind in ("ipmi", "redfish") and not h.power.address:
-            raise TargetError(f"host {h.name}: power.kind = {h.power.kind!r} needs power.address")
+            raise TargetError(f"host {h.name}: power.kind = {h.power.kind!r} needs power.address; add the BMC's "
+                              f"{'host name' if h.power.kind == 'ipmi' else 'base URL'} as address = \"...\"")
         if h.network.kind not in NETWORK_KINDS:
-            raise TargetError(f"host {h.name}: network.kind {h.network.kind!r} is not one of {', '.join(NETWORK_KINDS)}")
+            raise TargetError(f"host {h.name}: network.kind {h.network.kind!r} is not one of {', '.join(NETWORK_KINDS)}; write one of those")
         for d in h.daemons:
             kind = d.split(".", 1)[0]
             if kind not in ("osd", "mon", "mgr", "client", "mds") or "." not in d:
-                raise TargetError(f"host {h.name}: daemon {d!r} is not a Ceph daemon name like 'osd.3' or 'mon.a'")
+                raise TargetError(f"host {h.name}: daemon {d!r} is not a Ceph daemon name like 'osd.3' or 'mon.a'; fix its daemons list")
             if kind == "osd" and not d.split(".", 1)[1].isdigit():
-                raise TargetError(f"host {h.name}: daemon {d!r}: an OSD id is a number")
-            if d in seen_daemons:
-                raise TargetError(f"daemon {d!r} is listed on two hosts")
-            seen_daemons.add(d)
-    if len({r.name for r in t.racks}) != len(t.racks):
-        raise TargetError("a rack name appears twice")
+                raise TargetError(f"host {h.name}: daemon {d!r}: an OSD id is a number; write it as in `ceph osd tree`, e.g. 'osd.3'")
+            if d in daemon_host:
+                raise TargetError(f"daemon {d!r} is listed on two hosts ({daemon_host[d]} and {h.name}); "
+                                  "a daemon runs on one host: remove it from the other's daemons")
+            daemon_host[d] = h.name
+            if kind == "osd":
+                osd_id = int(d.split(".", 1)[1])
+                if osd_id in osd_host:
+                    other_host, other_name = osd_host[osd_id]
+                    raise TargetError(f"OSD id {osd_id} is listed twice ({other_name!r} on {other_host}, {d!r} on {h.name}); "
+                                      "each OSD id is one daemon: remove or renumber one")
+                osd_host[osd_id] = (h.name, d)
+    rack_names = [r.name for r in t.racks]
+    for name in rack_names:
+        if rack_names.count(name) > 1:
+            raise TargetError(f"rack {name!r} appears twice; a rack name is its CRUSH name and unique: merge the two or rename one")
 
 
 def load_target(path: str | Path) -> Target:
@@ -234,10 +276,11 @@ def load_target(path: str | Path) -> Target:
     except FileNotFoundError:
         raise TargetError(f"target file {p} does not exist; start the sandbox (drill sandbox up) or pass --target FILE") from None
     except tomllib.TOMLDecodeError as e:
-        raise TargetError(f"target file {p} is not valid TOML: {e}") from None
+        raise TargetError(f"target file {p} is not valid TOML: {e}; fix the TOML syntax there") from None
     version = raw.pop("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise TargetError(f"target file {p}: schema_version {version} is not supported (this harness reads {SCHEMA_VERSION})")
+        raise TargetError(f"target file {p}: schema_version {version} is not supported (this harness reads {SCHEMA_VERSION}); "
+                          f"write schema_version = {SCHEMA_VERSION} with the keys of examples/staging-target.toml")
     try:
         t = _build(Target, raw, "target")
     except TargetError as e:
@@ -290,11 +333,60 @@ def read_secret(env: str, file: str, what: str) -> str:
     if env:
         v = os.environ.get(env)
         if v is None:
-            raise TargetError(f"{what}: environment variable {env} is not set")
+            raise TargetError(f"{what}: environment variable {env} is not set; export {env} before running the drill, "
+                              "or name a file holding it with password_file")
         return v
     if file:
         try:
             return Path(file).read_text().strip()
         except OSError as e:
-            raise TargetError(f"{what}: cannot read {file}: {e.strerror}") from None
-    raise TargetError(f"{what}: no password_env or password_file in the target")
+            raise TargetError(f"{what}: cannot read {file}: {e.strerror}; fix password_file or the file's permissions") from None
+    raise TargetError(f"{what}: no password_env or password_file in the target; add one of them to the host's power table")
+
+
+def credential_problems(t: Target) -> list[str]:
+    """Every credential the target names that cannot be read on this machine, one line each, naming the
+    file, the host, the key and what to do. Nothing is connected to: environment variables and files only.
+
+    Checked apart from `load_target` because a target is also read where no credential is needed
+    (`drill heal` of a sandbox fault, tests); `drill target` and the run's checks call it.
+    """
+    import os
+
+    where = f"target file {t.path or '(in memory)'}"
+
+    def unreadable(path: str) -> str:
+        try:
+            with open(path, "rb"):
+                return ""
+        except OSError as e:
+            return e.strerror or type(e).__name__
+
+    problems: list[str] = []
+    for h in t.hosts + list(t.load_hosts):
+        pw = h.power
+        if pw.kind in ("ipmi", "redfish"):
+            if pw.password_env and os.environ.get(pw.password_env) is None:
+                problems.append(f"{where}: host {h.name}: power.password_env names {pw.password_env}, which is not set here; "
+                                f"export {pw.password_env} before running, or use power.password_file")
+            elif not pw.password_env and pw.password_file and (why := unreadable(pw.password_file)):
+                problems.append(f"{where}: host {h.name}: power.password_file {pw.password_file} cannot be read ({why}); "
+                                "fix the path or the file's permissions")
+            elif not pw.password_env and not pw.password_file:
+                problems.append(f"{where}: host {h.name}: power.kind = {pw.kind!r} names no BMC password; "
+                                "add power.password_env (an environment variable) or power.password_file")
+        if h.access.kind == "ssh" and h.access.identity_file and (why := unreadable(h.access.identity_file)):
+            problems.append(f"{where}: host {h.name}: access.identity_file {h.access.identity_file} cannot be read ({why}); "
+                            "fix the path or leave it out to use ssh's default keys")
+    if t.s3.credentials_file and (why := unreadable(t.s3.credentials_file)):
+        problems.append(f"{where}: s3.credentials_file {t.s3.credentials_file} cannot be read ({why}); fix the path, or "
+                        "remove [s3] if the cluster has no S3 endpoint to drill")
+    return problems
+
+
+def check_credentials(t: Target) -> None:
+    """Raise TargetError (one line: the first problem, and how many more) if a named credential is missing."""
+    problems = credential_problems(t)
+    if problems:
+        more = f" (and {len(problems) - 1} more credential problem(s): drill target --target {t.path} lists them)" if len(problems) > 1 else ""
+        raise TargetError(problems[0] + more)

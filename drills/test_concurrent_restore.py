@@ -19,12 +19,17 @@ over the raw RBD write rate, restored 4 MiB pieces that differ from the source (
 Sizes (environment): DRILL_RESTORE_COUNT (41), DRILL_RESTORE_VOLUME_MIB (128),
 DRILL_RESTORE_CHUNK_MIB (64), DRILL_RESTORE_BUDGET (256MiB), DRILL_RESTORE_DISTINCT (4),
 DRILL_RESTORE_STORE (rados | posix), DRILL_RESTORE_RAW_SECONDS (15),
-DRILL_RESTORE_MALLOC_ARENA_MAX (2; empty = glibc's default).  Smoke size for CI:
+DRILL_RESTORE_MALLOC_ARENA_MAX (2; empty = glibc's default), DRILL_RESTORE_MAX_RATE (auto = half
+the raw rate, a size per second such as 100MB, or 0 = no rate-limited run), DRILL_RESTORE_ADAPTIVE
+(1 = the rate-limited run also backs off on slow ops / rising write p99).  Client impact: a fio
+client (4 KiB random writes, queue depth 4, its own image) runs alone in the baseline and during
+each restore run; its p99 is measured without and with the rate limit.  Smoke size for CI:
 DRILL_RESTORE_COUNT=4 DRILL_RESTORE_VOLUME_MIB=16 DRILL_RESTORE_CHUNK_MIB=4 (~1 min).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
@@ -43,7 +48,7 @@ from drills.restore.format import WrittenBackup, cinder_prefix, metadata_name, s
 from drills.restore.isolated import BackupRef, IsolatedJob, IsolatedRunResult, IsolatedRunSpec, run_isolated
 from drills.restore.verify import ImageDigest, bytes_digest, rbd_image_digest
 from drills.faults.base import Fault, FaultSession, RackPowerCut
-from drills.scenario import oom_kills_now
+from drills.report.results import LostWrites
 from drills.target import Target
 from drills.workloads.fio import FioJob, run_job
 
@@ -62,6 +67,8 @@ class RestoreDrillSettings:
     raw_seconds: int
     malloc_arena_max: str
     fault: str
+    max_rate: str = "auto"  # auto | bytes per second ("100MB") | 0 = no rate-limited run
+    adaptive: bool = False
 
     @classmethod
     def from_environment(cls) -> "RestoreDrillSettings":
@@ -76,6 +83,8 @@ class RestoreDrillSettings:
             raw_seconds=int(env("DRILL_RESTORE_RAW_SECONDS", "15")),
             malloc_arena_max=env("DRILL_RESTORE_MALLOC_ARENA_MAX", "2"),
             fault=env("DRILL_RESTORE_FAULT", ""),
+            max_rate=env("DRILL_RESTORE_MAX_RATE", "auto"),
+            adaptive=env("DRILL_RESTORE_ADAPTIVE", "") == "1",
         )
         if settings.store not in ("rados", "posix"):
             raise pytest.UsageError(f"DRILL_RESTORE_STORE={settings.store!r}: use rados or posix")
@@ -198,6 +207,52 @@ def measure_raw_rbd_write(drill, drill_target: Target, cluster, seconds: int, im
     return result.totals["write"].bw_bytes
 
 
+def max_rate_from_setting(setting: str, raw_rate: float) -> float:
+    """DRILL_RESTORE_MAX_RATE: "auto" = half the raw RBD write rate, "0" = none, else a size per second."""
+    if setting == "auto":
+        return raw_rate / 2
+    try:
+        return float(parse_size(setting)) if setting not in ("0", "") else 0.0
+    except ValueError:
+        raise pytest.UsageError(f"DRILL_RESTORE_MAX_RATE={setting!r}: use auto, 0 or a size per second (100MB)")
+
+
+@dataclass
+class ClientLatency:
+    """What the fio client saw while it ran (None = not measured, with why in `note`)."""
+
+    p99_ms: float | None = None
+    iops: float | None = None
+    note: str = ""
+
+
+@contextmanager
+def client_latency(drill_target: Target, cluster, image_names: list[str], label: str) -> Iterator[ClientLatency]:
+    """A fio client (4 KiB random writes, queue depth 4, an image of its own) runs while the block runs."""
+    import rbd
+
+    from drills.workloads.fio import start_job
+
+    name = f"drill-restore-client-{uuid.uuid4().hex[:8]}"
+    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as ioctx:
+        rbd.RBD().create(ioctx, name, 1024 * MiB)
+    image_names.append(name)
+    job = FioJob(name=f"restore-client-{label}", rw="randwrite", bs="4k", iodepth=4, runtime=3600, size="1024M",
+                 ioengine="rbd", pool=drill_target.cluster.rbd_pool, rbdname=name,
+                 clientname=drill_target.cluster.client.removeprefix("client."), conf=drill_target.cluster.conf)
+    runner = start_job(job)  # not on the timeline: the drill's own iops/p99 series stay the restores' cluster view
+    latency = ClientLatency()
+    try:
+        yield latency
+    finally:
+        result = runner.stop()
+        totals = result.totals.get("write")
+        if totals is None or totals.lat_p99_ms is None:
+            latency.note = f"fio client {label}: no write latency (exit {result.returncode}): {' '.join(result.notes)[:200]}"
+        else:
+            latency.p99_ms, latency.iops = totals.lat_p99_ms, totals.iops
+
+
 def verify_images(cluster, pool: str, jobs: list[IsolatedJob], expected: dict[str, ImageDigest],
                   result: IsolatedRunResult) -> tuple[int, int, list[str]]:
     """(images bit-exact, 4 MiB pieces that differ, problems) over the restores that reported done."""
@@ -227,6 +282,9 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
     drill.phase("baseline")
     raw_rate = measure_raw_rbd_write(drill, drill_target, cluster, settings.raw_seconds, image_names)
     drill.note(f"raw RBD write (fio, seq 4 MiB, qd 16): {raw_rate / 1e6:.0f} MB/s")
+    with client_latency(drill_target, cluster, image_names, "alone") as client_alone:
+        time.sleep(settings.raw_seconds)
+    drill.measure("baseline", "restore_client_p99_ms", client_alone.p99_ms)
 
     tag = uuid.uuid4().hex[:6]
     jobs: list[IsolatedJob] = []
@@ -243,12 +301,36 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
 
     drill.phase("recovery", restores=settings.count, budget=settings.budget_bytes)
     recovery_started = time.time()
-    oom_before = oom_kills_now()
-    with fault_during(faults, fault):
+    with fault_during(faults, fault), client_latency(drill_target, cluster, image_names, "unlimited") as client_free:
         result = run_isolated(spec, on_rss=lambda t, rss: timeline.sample("restore.rss.bytes", rss, t=t, process="restore"),
                               timeout=3600)
-    oom_kills = (oom_kills_now() or 0) - (oom_before or 0) + (1 if result.exit_status == -9 else 0)
-    failed = len(result.failed)
+    # The same restores again under --max-rate (and --adaptive-rate): the client's p99 with the limit.
+    max_rate = max_rate_from_setting(settings.max_rate, raw_rate)
+    limited_jobs = [IsolatedJob(j.backup, f"{j.image}-limited") for j in jobs] if max_rate else []
+    image_names.extend(j.image for j in limited_jobs)
+    expected.update({lj.image: expected[j.image] for j, lj in zip(jobs, limited_jobs)})
+    limited: IsolatedRunResult | None = None
+    client_limited = ClientLatency(note="no rate-limited run (DRILL_RESTORE_MAX_RATE=0)")
+    if limited_jobs:
+        limited_spec = dataclasses.replace(spec, jobs=tuple(limited_jobs), max_rate_bytes_per_s=max_rate,
+                                           adaptive_rate=settings.adaptive)
+        with client_latency(drill_target, cluster, image_names, "limited") as client_limited:
+            limited = run_isolated(limited_spec, timeout=3600)
+    drill.measure("recovery", "restore_client_p99_unlimited_ms", client_free.p99_ms)
+    drill.measure("recovery", "restore_client_p99_ms", client_limited.p99_ms if limited_jobs else client_free.p99_ms)
+    p99_ms = client_limited.p99_ms if limited_jobs else client_free.p99_ms
+    drill.measure("recovery", "restore_client_p99_latency", None if p99_ms is None else p99_ms / 1000.0)  # the limit's unit
+    drill.note(f"client 4 KiB randwrite p99: alone {client_alone.p99_ms} ms, during the restores {client_free.p99_ms} ms, "
+               f"with --max-rate {max_rate / 1e6:.0f} MB/s{' (adaptive)' if settings.adaptive else ''} "
+               f"{client_limited.p99_ms} ms"
+               + (f" (restores {limited.mb_per_s_logical:.0f} MB/s)" if limited else ""))
+    for latency in (client_alone, client_free, client_limited):
+        if latency.note and latency.p99_ms is None and limited_jobs:
+            drill.note(latency.note)
+    # per host that runs Ceph daemons, and the restore process itself (killed with -9: the OOM killer's signal)
+    oom_kills: dict[str, int | None] = dict(drill.evidence.oom_kills()) if drill.evidence is not None else {}
+    oom_kills["restore process"] = 1 if result.exit_status == -9 or (limited is not None and limited.exit_status == -9) else 0
+    failed = len(result.failed) + (len(limited.failed) if limited else 0)
     restore_rate = result.bytes_logical / result.seconds if result.seconds else 0.0
     peak_rss = result.vm_hwm_bytes or result.sampled_rss_max_bytes or None
     drill.measure("recovery", "restore_rss_peak", peak_rss)
@@ -273,10 +355,28 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
     time.sleep(max(0.0, 2.5 - (time.time() - recovery_started)))
     drill.phase("after")
     exact, differing, problems = verify_images(cluster, pool, jobs, expected, result)
-    drill.measure("after", "restores_failed", failed + (settings.count - failed - exact))
+    if limited is not None:
+        exact_l, differing_l, problems_l = verify_images(cluster, pool, limited_jobs, expected, limited)
+        exact, differing, problems = exact + exact_l, differing + differing_l, problems + problems_l
+    restores_run = settings.count * (2 if limited is not None else 1)
+    drill.measure("after", "restores_failed", failed + (restores_run - failed - exact))
     drill.measure("after", "lost_writes", differing)
-    drill.note(f"read back: {exact}/{settings.count} images bit-exact (sha256 of image == sha256 of source volume)")
+    drill.note(f"read back: {exact}/{restores_run} images bit-exact (sha256 of image == sha256 of source volume)")
     for p in problems[:10]:
         drill.note(p)
-    outcome = drill.finish()
+    if drill.evidence is not None:  # the deep scrub at the end covers the restored images' PGs
+        for j in [*jobs, *limited_jobs]:
+            drill.evidence.track_image(pool, j.image)
+    done = restores_run - failed
+    lost = LostWrites(written=restores_run, acknowledged=done, verified=exact, lost=max(0, done - exact),
+                      examples=tuple(problems[:10]),
+                      method="every restore that reported done: sha256 of the whole image (and of each 4 MiB piece) "
+                             "read back from RBD against its source volume")
+    outcome = drill.finish(lost_writes=lost)
     drill.assert_passed(outcome)
+
+
+def planned_faults(t: Target) -> tuple[Fault, ...]:
+    """What the drill will inject, for the check before the run (drills/admission.py): DRILL_RESTORE_FAULT."""
+    fault = fault_from_setting(os.environ.get("DRILL_RESTORE_FAULT", ""), t)
+    return (fault,) if fault is not None else ()

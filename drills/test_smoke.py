@@ -17,7 +17,9 @@ import os
 import time
 import uuid
 
-from drills.workloads.fio import FioJob, run_job
+from drills.scenario import canary_backend
+from drills.invariants import FioVerification
+from drills.workloads.fio import FioJob, run_job, verify_written
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 DRILL = "smoke"
@@ -34,10 +36,12 @@ def test_health_and_io(drill, cluster, drill_target, timeline, drill_image, run_
         name="smoke-randwrite", rw="randwrite", bs="4k", iodepth=16, runtime=SMOKE_SECONDS, size="256M",
         ioengine="rbd", pool=drill_target.cluster.rbd_pool, rbdname=drill_image,
         clientname=drill_target.cluster.client.removeprefix("client."), conf=drill_target.cluster.conf,
+        verify="crc32c",  # headers in every block, read back after the job
     )
     with cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
+        prefix = f"drill-smoke-{uuid.uuid4().hex[:8]}"
         writer = VerifyingWriter(
-            RadosObjectBackend(io, prefix=f"drill-smoke-{uuid.uuid4().hex[:8]}"),
+            canary_backend(RadosObjectBackend(io, prefix=prefix), drill),
             run_dir / "smoke-verifier.jsonl", timeline, VerifierConfig(num_keys=64, rate_per_s=20),
         )
         with writer:
@@ -46,11 +50,18 @@ def test_health_and_io(drill, cluster, drill_target, timeline, drill_image, run_
             writer.stop()
             drill.phase("after")
             report = writer.check()
+    fio_check = verify_written(job, result, timeline)
+    if drill.evidence is not None:
+        drill.evidence.add_fio(FioVerification(fio_check.errors, fio_check.method, fio_check.error))
+    drill.note(fio_check.method if fio_check.errors is not None else f"fio verify not measured: {fio_check.error}")
     errors = 0 if result.returncode == 0 else 1
     drill.measure("baseline", "io_errors", errors + writer.ledger.unacked_count)
     drill.note(f"fio {job.name}: {result.totals['write'].iops:.0f} IOPS, p99 {result.totals['write'].lat_p99_ms:.1f} ms over {SMOKE_SECONDS} s")
     drill.note(report.summary().splitlines()[0])
-    outcome = drill.finish(lost_writes=drill.lost_writes(writer, report, "rados objects: latest acknowledged seq + crc per key"))
+    if drill.evidence is not None:
+        drill.evidence.track_image(drill_target.cluster.rbd_pool, drill_image)
+        drill.evidence.track_objects(drill_target.cluster.rados_pool, [f"{prefix}.{i:06d}" for i in writer.ledger.keys()])
+    outcome = drill.finish(lost_writes=drill.lost_writes(writer, report, report.method))
     drill.assert_passed(outcome)
 
 

@@ -14,6 +14,13 @@ ratios and counts are plain numbers.  Anything unknown or mistyped is a
 `ThresholdsError` with one line naming the file, the table and the key: a typo
 must never turn a limit into "no limit".
 
+A limit may carry a severity: ``rss_after_recovery_ratio_max = { limit = 1.5, severity = "warn" }``.
+A failed ``warn`` check is shown with its margin and counted, and does not fail the drill.
+
+A user's file overlays the shipped defaults key by key: it can tighten or loosen a limit,
+or change its severity, but a limit of the defaults cannot disappear because a file left it
+out.  Every limit remembers where it came from (``Threshold.source``), and the report shows it.
+
 `evaluate` checks every limit of a drill (it does not stop at the first breach);
 a limit with no measurement is a failed check that says "not measured".
 docs/thresholds.md lists every key.
@@ -24,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,6 +54,12 @@ PHASES = ("baseline", "detection", "degraded", "recovery", "after")
 
 # Unit kinds, with the base unit every value is converted to (and every measurement must be given in).
 DURATION, SIZE, RATIO, COUNT = "s", "B", "ratio", "count"
+
+# A failed "fail" check fails its drill; a failed "warn" check is reported and counted, nothing more.
+SEVERITIES = ("fail", "warn")
+SHIPPED_DEFAULTS = "shipped defaults"
+# Sources of checks that no thresholds file writes.
+INVARIANT, REGRESSION = "invariant", "regression"
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
@@ -123,6 +136,8 @@ SPECS: dict[str, ThresholdSpec] = {
         ThresholdSpec("restore_throughput_ratio_min", RATIO, ("recovery",),
                       "aggregate restore rate / raw RBD write rate measured in the same run"),
         ThresholdSpec("restores_failed_max", COUNT, ("recovery", "after"), "restores that did not finish"),
+        ThresholdSpec("restore_client_p99_latency_max", DURATION, ("recovery",),
+                      "client 4 KiB write p99 (fio) while the restores run (under --max-rate when the drill limits them)"),
         ThresholdSpec("model_error_ratio_max", RATIO, ("recovery",),
                       "|measured - predicted| / predicted mean write latency (drills/model.py)"),
     )
@@ -138,6 +153,8 @@ class Threshold:
     key: str
     limit: float
     written: str  # as written in the file, for messages ("45s")
+    severity: str = "fail"
+    source: str = SHIPPED_DEFAULTS  # the file it came from, or "shipped defaults"
 
     @property
     def spec(self) -> ThresholdSpec:
@@ -146,13 +163,18 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Thresholds:
-    path: str
+    path: str  # the user's file, or "shipped defaults"
     entries: tuple[Threshold, ...]
+    # drill -> health-check codes its fault is expected to raise (the cluster-log allow-list)
+    allowed_health: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def for_drill(self, drill: str) -> list[Threshold]:
         if drill not in DRILLS:
             raise ThresholdsError(f"unknown drill {drill!r}; known drills: {', '.join(DRILLS)}")
         return [t for t in self.entries if t.drill == drill]
+
+    def health_allowed(self, drill: str) -> frozenset[str]:
+        return frozenset(self.allowed_health.get(drill, frozenset()))
 
 
 @dataclass(frozen=True)
@@ -171,15 +193,25 @@ class Check:
     passed: bool
     margin: float | None
     detail: str = ""  # "not measured", which daemon was worst, every daemon over the limit, ...
+    severity: str = "fail"  # "fail": a breach fails the drill; "warn": shown and counted only
+    source: str = ""  # where the limit came from: a file, "shipped defaults", "invariant", "regression"
+
+    @property
+    def fails_drill(self) -> bool:
+        return not self.passed and self.severity == "fail"
+
+    @property
+    def warned(self) -> bool:
+        return not self.passed and self.severity == "warn"
 
     @property
     def bound(self) -> str:
-        return "max" if self.name.endswith("_max") else "min"
+        return "min" if self.name.endswith("_min") else "max"
 
     @property
     def margin_fraction(self) -> float | None:
         """The margin as a fraction of the limit (0.65 = 65 % of the limit)."""
-        if self.margin is None or self.limit == 0:
+        if self.margin is None or self.limit == 0 or math.isnan(self.limit):
             return None
         return self.margin / abs(self.limit)
 
@@ -195,11 +227,14 @@ class Check:
 
     def message(self) -> str:
         """One line: 'degraded p99_latency_max: measured 412 ms, limit 250 ms, over by 162 ms (65%)'."""
-        verdict = "ok" if self.passed else "FAIL"
-        limit = f"limit {'<=' if self.bound == 'max' else '>='} {format_value(self.limit, self.unit)}"
+        verdict = "ok" if self.passed else "WARN" if self.severity == "warn" else "FAIL"
+        limit = ("no limit yet" if math.isnan(self.limit) else
+                 f"limit {'<=' if self.bound == 'max' else '>='} {format_value(self.limit, self.unit)}")
         if self.measured is None:
             return f"{verdict} {self.phase} {self.name}: {self.detail or 'not measured'} ({limit})"
         extra = f"; {self.detail}" if self.detail else ""
+        if self.source in (INVARIANT, REGRESSION):
+            extra += f" ({self.source})"
         return (f"{verdict} {self.phase} {self.name}: measured {format_value(self.measured, self.unit)}, {limit}, "
                 f"{self.margin_text()}{extra}")
 
@@ -214,6 +249,8 @@ class Check:
             limit=float(d["limit"]), unit=str(d["unit"]), passed=bool(d["passed"]),
             margin=None if d.get("margin") is None else float(d["margin"]),
             detail=str(d.get("detail", "")),
+            severity=str(d.get("severity", "fail")),
+            source=str(d.get("source", "")),
         )
 
 
@@ -234,13 +271,15 @@ def _parse_quantity(text: Any, units: Mapping[str, float], what: str) -> float:
     allowed = ", ".join(units)
     if not isinstance(text, str):
         raise ValueError(f"a {what} is a string with a unit ({allowed}), e.g. {_example(units)!r}; got {text!r}")
+    if text.strip().startswith("-"):
+        raise ValueError(f"{text!r}: a limit cannot be negative; write e.g. {_example(units)!r}")
     m = _QUANTITY.match(text.strip())
     if not m:
         raise ValueError(f"{text!r} is not a {what}; write a number and a unit ({allowed}), e.g. {_example(units)!r}")
     number, unit = m.groups()
     if unit not in units:
         hint = " (minutes are 'min')" if unit == "m" else ""
-        raise ValueError(f"{text!r}: unit {unit!r} is not one of {allowed}{hint}")
+        raise ValueError(f"{text!r}: unit {unit!r} is not one of {allowed}{hint}; write e.g. {_example(units)!r}")
     return float(number) * units[unit]
 
 
@@ -258,62 +297,123 @@ def parse_limit(value: Any, unit: str) -> float:
         kind = "a plain number like 0.2" if unit == RATIO else "a whole number like 0"
         raise ValueError(f"expected {kind}, got {value!r}")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"must be a finite number >= 0, got {value!r}; write 0 or more, e.g. {0.5 if unit == RATIO else 10}")
     if unit == COUNT and not isinstance(value, int):
         raise ValueError(f"a count is a whole number, got {value!r}")
     return float(value)
 
 
-def loads_thresholds(text: str, path: str = "<string>") -> Thresholds:
+HEALTH_TABLE = "health"  # [<drill>.health] allow = ["OSD_DOWN", ...]: not a phase, the cluster-log allow-list
+
+
+def loads_thresholds(text: str, path: str = "<string>", source: str | None = None) -> Thresholds:
+    """Parse one thresholds file on its own (no defaults layered under it)."""
+    source = source or path
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ThresholdsError(f"{path}: not valid TOML: {e}") from None
+        raise ThresholdsError(f"{path}: not valid TOML: {e}; fix the file (TOML syntax) or pass another --thresholds") from None
     version = raw.pop("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise ThresholdsError(f"{path}: schema_version {version!r} is not supported (this harness reads {SCHEMA_VERSION})")
+    raw.pop(REGRESSION, None)  # [regression...]: rules against the cluster's own past (drills/history/regression.py)
     entries: list[Threshold] = []
+    allowed: dict[str, frozenset[str]] = {}
     for drill, phases in raw.items():
         if drill not in DRILLS:
-            raise ThresholdsError(f"{path}: [{drill}]: unknown drill; known drills: {', '.join(DRILLS)}")
+            raise ThresholdsError(f"{path}: [{drill}]: unknown drill{_did_you_mean(drill, DRILLS)}; rename or remove "
+                                  f"the table (known drills: {', '.join(DRILLS)})")
         if not isinstance(phases, dict):
             raise ThresholdsError(f"{path}: {drill}: expected a table [{drill}.<phase>], got a {type(phases).__name__}")
         for phase, limits in phases.items():
             where = f"{path}: [{drill}.{phase}]"
+            if phase == HEALTH_TABLE:
+                allowed[drill] = _parse_allow(limits, where)
+                continue
             if phase not in PHASES:
-                raise ThresholdsError(f"{where}: unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+                raise ThresholdsError(f"{where}: unknown phase {phase!r}; phases: {', '.join(PHASES)} (or {HEALTH_TABLE})")
             if not isinstance(limits, dict):
                 raise ThresholdsError(f"{where}: expected a table of limits, got a {type(limits).__name__}")
             for key, value in limits.items():
                 spec = SPECS.get(key)
                 if spec is None:
-                    raise ThresholdsError(f"{where} {key}: unknown key; known keys: {', '.join(SPECS)}")
+                    valid = [k for k, sp in SPECS.items() if phase in sp.phases]
+                    raise ThresholdsError(f"{where} {key}: unknown key{_did_you_mean(key, valid)}; rename or remove it "
+                                          f"(keys of phase {phase}: {', '.join(valid)})")
                 if phase not in spec.phases:
                     raise ThresholdsError(f"{where} {key}: not a limit of phase {phase!r}; "
                                           f"it belongs in: {', '.join(spec.phases)}")
+                value, severity = _split_severity(value, f"{where} {key}")
                 try:
                     limit = parse_limit(value, spec.unit)
                 except ValueError as e:
                     raise ThresholdsError(f"{where} {key}: {e}") from None
                 written = value if isinstance(value, str) else repr(value)
-                entries.append(Threshold(drill, phase, key, limit, written))
-    return Thresholds(path, tuple(entries))
+                entries.append(Threshold(drill, phase, key, limit, written, severity, source))
+    return Thresholds(path, tuple(entries), allowed)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _split_severity(value: Any, where: str) -> tuple[Any, str]:
+    """`1.5` or `{ limit = 1.5, severity = "warn" }` -> (1.5, severity)."""
+    if not isinstance(value, dict):
+        return value, "fail"
+    unknown = set(value) - {"limit", "severity"}
+    if unknown or "limit" not in value:
+        raise ThresholdsError(f"{where}: a limit table takes 'limit' and optionally 'severity' "
+                              f"(e.g. {{ limit = 1.5, severity = \"warn\" }}); got keys {sorted(value)}")
+    severity = value.get("severity", "fail")
+    if severity not in SEVERITIES:
+        raise ThresholdsError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    return value["limit"], severity
+
+
+def _parse_allow(table: Any, where: str) -> frozenset[str]:
+    if not isinstance(table, dict) or set(table) != {"allow"}:
+        raise ThresholdsError(f"{where}: expected exactly one key, allow = [\"OSD_DOWN\", ...] "
+                              f"(health-check codes the drill may raise)")
+    codes = table["allow"]
+    if not isinstance(codes, list) or not all(isinstance(c, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", c) for c in codes):
+        raise ThresholdsError(f"{where} allow: expected a list of health-check codes like \"OSD_DOWN\", got {codes!r}")
+    return frozenset(codes)
+
+
+def overlay(base: Thresholds, top: Thresholds) -> Thresholds:
+    """`top`'s limits replace `base`'s key by key; a limit `top` does not name stays as `base` had it."""
+    mine = {(t.drill, t.phase, t.key): t for t in top.entries}
+    merged = [mine.pop((t.drill, t.phase, t.key), t) for t in base.entries]
+    merged.extend(mine.values())  # limits the defaults do not have
+    return Thresholds(top.path, tuple(merged), {**base.allowed_health, **top.allowed_health})
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        raise ThresholdsError(f"{p}: thresholds file does not exist; pass an existing file to --thresholds "
+                              f"or leave it out for the shipped defaults") from None
+    except OSError as e:
+        raise ThresholdsError(f"{p}: cannot read: {e.strerror}") from None
+
+
+def load_defaults() -> Thresholds:
+    return loads_thresholds(_read(DEFAULT_THRESHOLDS_FILE), str(DEFAULT_THRESHOLDS_FILE), SHIPPED_DEFAULTS)
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
-    """Read a thresholds file; None reads the shipped defaults (drills/default_thresholds.toml).
-
-    A file given here replaces the defaults entirely: limits are never merged
-    silently from two places.
-    """
-    p = Path(path) if path is not None else DEFAULT_THRESHOLDS_FILE
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ThresholdsError(f"{p}: thresholds file does not exist") from None
-    except OSError as e:
-        raise ThresholdsError(f"{p}: cannot read: {e.strerror}") from None
-    return loads_thresholds(text, str(p))
+    """The limits a run uses: the shipped defaults (drills/default_thresholds.toml), with the file
+    at `path`, if any, laid over them key by key (see `overlay`)."""
+    defaults = load_defaults()
+    if path is None:
+        return Thresholds(SHIPPED_DEFAULTS, defaults.entries, defaults.allowed_health)
+    p = Path(path)
+    return overlay(defaults, loads_thresholds(_read(p), str(p)))
 
 
 # --- evaluation ------------------------------------------------------------------
@@ -346,12 +446,13 @@ def _margin(t: Threshold, measured: float) -> float:
 
 def _check_one(t: Threshold, value: Any, detail: str = "") -> Check:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Check(t.key, t.phase, None, t.limit, t.spec.unit, False, None, detail or "not measured")
+        return Check(t.key, t.phase, None, t.limit, t.spec.unit, False, None, detail or "not measured",
+                     t.severity, t.source)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ThresholdsError(f"measurement {t.phase}.{t.spec.measurement}: expected a number, got {value!r}")
     measured = float(value)
     margin = _margin(t, measured)
-    return Check(t.key, t.phase, measured, t.limit, t.spec.unit, margin >= 0, margin, detail)
+    return Check(t.key, t.phase, measured, t.limit, t.spec.unit, margin >= 0, margin, detail, t.severity, t.source)
 
 
 def _check_per_subject(t: Threshold, values: Mapping[str, Any]) -> Check:
@@ -370,12 +471,13 @@ def _check_per_subject(t: Threshold, values: Mapping[str, Any]) -> Check:
         parts.append("not measured: " + ", ".join(missing))
     check = _check_one(t, measured[worst], "; ".join(parts))
     if missing:  # a daemon we could not see is not a daemon that passed
-        check = Check(check.name, check.phase, check.measured, check.limit, check.unit, False, check.margin, check.detail)
+        check = replace(check, passed=False)
     return check
 
 
 def failures(checks: list[Check]) -> list[Check]:
-    return [c for c in checks if not c.passed]
+    """Checks that fail their drill (a failed warn check does not)."""
+    return [c for c in checks if c.fails_drill]
 
 
 # --- formatting --------------------------------------------------------------------
@@ -383,7 +485,7 @@ def failures(checks: list[Check]) -> list[Check]:
 
 def format_value(value: float | None, unit: str) -> str:
     """A base-unit value for people: 0.412 s -> '412 ms', 2147483648 B -> '2.00 GiB'."""
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if unit == DURATION:
         a = abs(value)

@@ -612,6 +612,23 @@ FAULT_TYPES: dict[str, type[Fault]] = {
     cls.kind: cls
     for cls in (PowerCut, RackPowerCut, DaemonKill, DaemonStop, DaemonHang, NetworkPartition, Blackhole, PacketLoss)
 }
+# Fault kinds defined in rooms that build on this module, as data ("module:Class"), resolved on lookup (as
+# testinfra's backend registry does): importing them here would be an import cycle.
+LAZY_FAULT_TYPES: dict[str, str] = {"cluster_flags": "drills.restart.flags:ClusterFlags"}
+
+
+def fault_type(kind: str) -> type[Fault]:
+    """The fault class of a ledger record's kind; KeyError if none."""
+    if kind in FAULT_TYPES:
+        return FAULT_TYPES[kind]
+    import importlib
+
+    module, _, name = LAZY_FAULT_TYPES[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def fault_kinds() -> list[str]:
+    return sorted({*FAULT_TYPES, *LAZY_FAULT_TYPES})
 
 
 def fault_from_record(
@@ -623,9 +640,9 @@ def fault_from_record(
     else:
         kind, undo, fault_id = record["kind"], record["undo"], record["fault_id"]
     try:
-        cls = FAULT_TYPES[kind]
+        cls = fault_type(kind)
     except KeyError:
-        raise FaultError(f"unknown fault kind {kind!r} in the ledger (known: {', '.join(sorted(FAULT_TYPES))})") from None
+        raise FaultError(f"unknown fault kind {kind!r} in the ledger (known: {', '.join(fault_kinds())})") from None
     try:
         fault = cls.from_undo(target, undo, fault_id=fault_id, resolve=resolve)
     except (KeyError, TargetError) as e:
@@ -763,7 +780,9 @@ class FaultSession:
             self._event("fault.inject", fault, ok=False, error=str(e), description=fault.description)
             self._heal_one(fault)
             raise
-        self._event("fault.inject", fault, ok=True, description=fault.description)
+        outage = fault.takes_down()
+        self._event("fault.inject", fault, ok=True, description=fault.description,
+                    hosts=sorted(outage.hosts), daemons=sorted(outage.daemons))  # the blast radius, for the record
         return fault
 
     def heal(self, fault: Fault) -> None:
@@ -827,11 +846,4 @@ class _Injected:
 
 
 def iter_fault_types() -> Iterator[tuple[str, type[Fault]]]:
-    return iter(sorted(FAULT_TYPES.items()))
-
-
-# Cluster flags set by the restart orchestrator are ledgered faults too, so `drill heal` unsets
-# them after a crash. Imported last: drills.restart.flags builds on this module.
-from drills.restart.flags import ClusterFlags  # noqa: E402
-
-FAULT_TYPES[ClusterFlags.kind] = ClusterFlags
+    return iter((kind, fault_type(kind)) for kind in fault_kinds())

@@ -27,6 +27,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from drills.cluster import ClusterError
 from drills.target import Host, Target
 
 PASS, WARN, FAIL = "pass", "warn", "FAIL"
@@ -209,7 +210,8 @@ def check_mtus(mtus: dict[str, tuple[str, int] | None]) -> PreflightCheck:
     return PreflightCheck("*", "mtu", PASS, f"all {len(mtus)} hosts MTU {values.pop() if values else '?'}")
 
 
-def run_preflight(target: Target, run: Runner, osd_memory_target: int) -> PreflightReport:
+def run_preflight(target: Target, run: Runner, osd_memory_target: int | None, unread: str = "") -> PreflightReport:
+    """``osd_memory_target`` None: not measured (``unread`` says why); every check that needs it fails."""
     checks: list[PreflightCheck] = []
     local_osds = sum(len(h.osd_ids) for h in target.hosts if h.access.kind == "local" and not h.memory_budget)
     mtus: dict[str, tuple[str, int] | None] = {}
@@ -220,10 +222,19 @@ def run_preflight(target: Target, run: Runner, osd_memory_target: int) -> Prefli
             continue
         mem = meminfo(out)
         checks.append(check_swap(host, mem))
-        checks.append(check_memory(host, mem, osd_memory_target, local_osds if host.access.kind == "local" else len(host.osd_ids)))
         rc, out = run(host, "cat /proc/sys/vm/overcommit_memory /proc/sys/vm/overcommit_ratio")
         vals = out.split() + ["?", "?"]
-        checks.append(check_overcommit(host, vals[0], vals[1], mem, osd_memory_target))
+        if osd_memory_target is not None:
+            checks.append(check_memory(host, mem, osd_memory_target, local_osds if host.access.kind == "local" else len(host.osd_ids)))
+            checks.append(check_overcommit(host, vals[0], vals[1], mem, osd_memory_target))
+        else:
+            why = unread or "osd_memory_target not read"
+            if host.osd_ids:
+                checks.append(PreflightCheck(host.name, "memory", FAIL, f"cannot judge: {why}"))
+            else:
+                checks.append(PreflightCheck(host.name, "memory", PASS, "no OSDs on this host"))
+            checks.append(check_overcommit(host, vals[0], vals[1], mem, 0) if vals[0] != "2" or not host.osd_ids else
+                          PreflightCheck(host.name, "overcommit", FAIL, f"vm.overcommit_memory=2 (strict): cannot judge: {why}"))
         checks.append(check_daemons(target, host, run))
         checks.append(check_clock(host, run))
         if host.address:
@@ -235,30 +246,55 @@ def run_preflight(target: Target, run: Runner, osd_memory_target: int) -> Prefli
     return PreflightReport(tuple(checks))
 
 
-def osd_memory_target_of(target: Target, default: int = 4 << 30) -> int:
-    """osd_memory_target as a running OSD has it (ceph.conf or config db); Ceph's default 4 GiB when unknown."""
-    from drills.cluster import CephCluster, ClusterError
+class NotMeasured(ClusterError):
+    """A value that could not be read from the cluster; the message says why. Never replaced by a default."""
+
+
+def osd_memory_target_of(target: Target) -> int:
+    """osd_memory_target as a running OSD has it (ceph.conf or config db). Raises NotMeasured when the
+    cluster cannot be reached or no up OSD answers: a guessed 4 GiB would size budgets for memory
+    nobody measured."""
+    from drills.cluster import CephCluster
 
     try:
         with CephCluster(target, connect_timeout=10) as c:
-            return running_osd_memory_target(c, default)
-    except ClusterError:
-        return default
+            return running_osd_memory_target(c)
+    except NotMeasured:
+        raise
+    except ClusterError as e:
+        raise NotMeasured(f"osd_memory_target not read: {e}") from None
 
 
-def running_osd_memory_target(cluster: Any, default: int = 4 << 30) -> int:
-    for osd in sorted(cluster.osds_up()):
+def running_osd_memory_target(cluster: Any) -> int:
+    """The first up OSD's running osd_memory_target (`ceph tell osd.N config get`); NotMeasured when none answers."""
+    tried: list[str] = []
+    try:
+        up = sorted(cluster.osds_up())
+    except Exception as e:  # noqa: BLE001
+        raise NotMeasured(f"osd_memory_target not read: the OSD map is unreadable ({e})") from None
+    for osd in up:
         try:
             out = cluster.osd_command(osd, "config get", var="osd_memory_target")
             return int(float(out["osd_memory_target"] if isinstance(out, dict) else out))
-        except Exception:  # noqa: BLE001 - try the next OSD
+        except Exception as e:  # noqa: BLE001 - try the next OSD
+            tried.append(f"osd.{osd}: {type(e).__name__}: {e}"[:160])
             continue
-    return default
+    if not up:
+        raise NotMeasured("osd_memory_target not read: no OSD is up to ask")
+    raise NotMeasured(f"osd_memory_target not read: no up OSD answered ({'; '.join(tried[:3])})")
 
 
 def preflight(target: Target, run: Runner | None = None, osd_memory_target: int | None = None) -> PreflightReport:
-    return run_preflight(target, run or testinfra_runner(target),
-                         osd_memory_target if osd_memory_target is not None else osd_memory_target_of(target))
+    """Every check on every host. An osd_memory_target that cannot be read fails the memory checks
+    (with why) instead of assuming Ceph's default."""
+    unread = ""
+    if osd_memory_target is None:
+        try:
+            osd_memory_target = osd_memory_target_of(target)
+        except NotMeasured as e:
+            unread = str(e)
+    return run_preflight(target, run or testinfra_runner(target), osd_memory_target, unread)
 
 
-__all__: Sequence[str] = ("PreflightCheck", "PreflightReport", "preflight", "run_preflight", "PASS", "WARN", "FAIL")
+__all__: Sequence[str] = ("PreflightCheck", "PreflightReport", "preflight", "run_preflight", "NotMeasured", "osd_memory_target_of",
+                          "running_osd_memory_target", "PASS", "WARN", "FAIL")

@@ -19,9 +19,10 @@ from markupsafe import Markup
 
 from drills.model import ARTICLE_COSTS, Topology, failure_domain_table
 from drills.report import analysis as an
+from drills.report.record import DrillRecord, build_record, read_run_config
 from drills.report.results import DrillResult, ResultsError, read_drill_results
 from drills.report.svg import Band, HLine, Line, Marker, format_number, line_chart
-from drills.thresholds import DURATION, SIZE, SPECS, Check, format_value
+from drills.thresholds import DURATION, SHIPPED_DEFAULTS, SIZE, SPECS, Check, format_value
 from drills.timeline import Event, Sample, read_events, read_meta, read_series
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -37,9 +38,12 @@ FAULT_COLORS = {"fault.inject": "#c62828", "fault.heal": "#2e7d32"}
 
 
 def _env() -> jinja2.Environment:
+    # finalize: a value that is None prints as a dash, never as Python's "None".
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=lambda v: "—" if v is None else v)
     env.filters["clock"] = _clock
+    env.filters["duration"] = _duration
     env.filters["fmt"] = format_value
     env.filters["num"] = lambda v, digits=3: "—" if v is None else f"{v:.{digits}g}"
     return env
@@ -49,6 +53,48 @@ def _clock(t: float | None) -> str:
     if t is None:
         return "—"
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float | None) -> str:
+    """A length of time for people: '48 s', '6 min 40 s', '2 h 05 min'."""
+    if seconds is None:
+        return "—"
+    s = max(0.0, float(seconds))
+    if s < 10:
+        return f"{s:.1f} s"
+    whole = int(round(s))
+    h, rest = divmod(whole, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
+
+
+# run.json keys holding a Unix time: shown as a UTC date.
+TIME_KEYS = ("started", "finished", "ended", "generated")
+SHIPPED_THRESHOLDS_TEXT = "shipped defaults (drills/default_thresholds.toml)"
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """When a run started and finished, as text, for the page's first line."""
+
+    started: str
+    finished: str
+    took: str
+
+
+def _run_times(meta: dict[str, Any], results: list[DrillResult]) -> RunTimes:
+    """From run.json, else from the drills' own windows; a time nobody recorded says so."""
+    started = meta.get("started") if _is_time(meta.get("started")) else min((r.started for r in results), default=None)
+    finished = meta.get("finished") if _is_time(meta.get("finished")) else max((r.ended for r in results), default=None)
+    took = _duration(finished - started) if started is not None and finished is not None else "—"
+    return RunTimes(_clock(started) if started is not None else "not recorded",
+                    _clock(finished) if finished is not None else "not recorded (the run did not finish)", took)
+
+
+def _is_time(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # --- one run ---------------------------------------------------------------------
@@ -70,6 +116,7 @@ class DrillView:
     events: list[tuple[str, str, str]]  # (t+ clock, kind, label)
     missing_metrics: list[str]
     measurements: list[tuple[str, str, str]] = field(default_factory=list)  # unchecked extras
+    record: DrillRecord | None = None  # the drill record that opens the section (drills/report/record.py)
 
 
 def render_run(run_dir: str | Path) -> Path:
@@ -84,6 +131,9 @@ def render_run(run_dir: str | Path) -> Path:
     except ResultsError as e:
         results, results_error = [], str(e)
     drills = [_drill_view(r.drill, r, events, samples) for r in results]
+    config = read_run_config(run_dir)
+    for view in drills:
+        view.record = build_record(view.result, events, samples, meta, config) if view.result else None
     if not drills:  # no results file: still show what the timeline holds
         drills = [_drill_view(meta.get("run_id", run_dir.name), None, events, samples)]
     topology = _topology(meta)
@@ -92,7 +142,9 @@ def render_run(run_dir: str | Path) -> Path:
         run_id=meta.get("run_id", run_dir.name),
         meta=meta,
         environment=_flatten(meta),
-        verdict=_run_verdict(results, results_error),
+        times=_run_times(meta, results),
+        verdict=_run_verdict(run_dir),
+        verdict_reasons=_verdict_reasons(run_dir),
         drills=drills,
         results_error=results_error,
         topology=topology,
@@ -107,12 +159,17 @@ def render_run(run_dir: str | Path) -> Path:
     return out
 
 
-def _run_verdict(results: list[DrillResult], error: str) -> str:
-    if error:
-        return "error"
-    if not results:
-        return "unchecked"
-    return "passed" if all(r.passed for r in results) else "failed"
+def _verdict_reasons(run_dir: Path) -> list[str]:
+    from drills.verdict import run_verdict
+
+    return list(run_verdict(run_dir).reasons)
+
+
+def _run_verdict(run_dir: Path) -> str:
+    """The run's verdict, decided once (drills/verdict.py) for the page, summary.json, .prom and exit code."""
+    from drills.verdict import run_verdict
+
+    return run_verdict(run_dir).outcome
 
 
 def _drill_view(name: str, result: DrillResult | None, events: list[Event], samples: list[Sample]) -> DrillView:
@@ -178,7 +235,7 @@ def _drill_view(name: str, result: DrillResult | None, events: list[Event], samp
         verdict=result.verdict if result else "unchecked",
         window=window,
         result=result,
-        failures=[c.message() for c in checks if not c.passed],
+        failures=[c.message() for c in checks if c.fails_drill],
         checks=checks,
         charts=charts,
         model=model,
@@ -222,23 +279,39 @@ def _measurement_text(key: str, value: Any) -> str:
 
 
 def _flatten(meta: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
-    """run.json as (dotted key, text) rows; the topology gets its own table."""
+    """run.json as (dotted key, text) rows for people; the topology gets its own table.
+
+    Unix times become UTC dates (with the run's duration after `finished`), the thresholds file is a
+    path or "shipped defaults", and nothing shows Python's None or True.
+    """
     rows: list[tuple[str, str]] = []
     for k, v in meta.items():
         key = f"{prefix}{k}"
         if key == "topology":
             continue
-        if isinstance(v, dict) and depth < 3:
+        if key == "thresholds" and not isinstance(v, (dict, list)):
+            rows.append((key, str(v) if v and v != SHIPPED_DEFAULTS else SHIPPED_THRESHOLDS_TEXT))
+        elif isinstance(v, dict) and depth < 3:
             rows.extend(_flatten(v, key + ".", depth + 1))
         elif isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
-            rows.append((key, ", ".join(str(x) for x in v)))
+            rows.append((key, ", ".join(_text(x) for x in v) or "none"))
         elif isinstance(v, (dict, list)):
             rows.append((key, json.dumps(v, default=str)[:300]))
-        elif k in ("started", "ended") and isinstance(v, (int, float)):
+        elif k in TIME_KEYS and _is_time(v):
             rows.append((key, _clock(float(v))))
+            if k == "finished" and _is_time(meta.get("started")):
+                rows.append((f"{prefix}duration", _duration(float(v) - float(meta["started"]))))
         else:
-            rows.append((key, str(v)))
+            rows.append((key, _text(v)))
     return rows
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return "not recorded"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v)
 
 
 def _topology(meta: dict[str, Any]) -> Topology | None:
@@ -290,6 +363,7 @@ class RunRow:
     link: str
     error: str = ""
     figures: dict[str, dict[str, tuple[float | None, str]]] = field(default_factory=dict)  # drill -> figures
+    finished: float | None = None  # unix seconds; with `started`, the run's duration
 
 
 def _run_dirs(reports_dir: Path) -> list[Path]:
@@ -316,12 +390,13 @@ def render_index(reports_dir: str | Path, render_missing: bool = True) -> Path:
         rows.append(RunRow(
             run_id=str(meta.get("run_id", run_dir.name)),
             started=started,
-            verdict=_run_verdict(results, error),
+            verdict=_run_verdict(run_dir),
             drills=[(r.drill, r.verdict) for r in results],
             failed_checks=sum(len(r.failed_checks) for r in results),
             link=f"{run_dir.name}/index.html",
             error=error,
             figures={r.drill: an.key_figures(r) for r in results},
+            finished=meta.get("finished") if _is_time(meta.get("finished")) else max((r.ended for r in results), default=None),
         ))
     rows.sort(key=lambda r: (r.started is None, r.started or 0.0, r.run_id))
     html = _env().get_template("index.html.j2").render(

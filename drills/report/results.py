@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from drills.thresholds import Check, Measurements, Thresholds, evaluate
 
 RESULTS_SCHEMA_VERSION = 1
-OUTCOMES = ("passed", "failed", "error", "skipped", "unchecked")
+OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
 class ResultsError(Exception):
@@ -58,29 +58,38 @@ class DrillResult:
     checks: tuple[Check, ...] = ()
     lost_writes: LostWrites | None = None
     model: ModelInputs | None = None
-    outcome: str = ""  # empty: derived from error and checks
-    error: str = ""  # one line when the drill itself broke (not a failed check)
+    outcome: str = ""  # empty: derived from error, stop condition and checks; "skipped" is set explicitly
+    error: str = ""  # one line when the drill itself broke (not a failed check), or why it was skipped
     thresholds_file: str = ""
     notes: tuple[str, ...] = ()
+    stop_condition: str = ""  # what crossed which line when a stop condition aborted the drill (then it failed)
+    phase: str = ""  # the phase the drill was in when it ended (where an abort or an error happened)
 
     @property
     def verdict(self) -> str:
-        """passed | failed | error | skipped | unchecked (ran, but no limit was checked)."""
+        """passed | failed | error | skipped.  A drill that judged nothing is an error, never a pass."""
         if self.outcome:
             return self.outcome
         if self.error:
             return "error"
+        if self.stop_condition or any(c.fails_drill for c in self.checks):
+            return "failed"
         if not self.checks:
-            return "unchecked"
-        return "passed" if all(c.passed for c in self.checks) else "failed"
+            return "error"
+        return "passed"
 
     @property
     def passed(self) -> bool:
-        return self.verdict in ("passed", "skipped")
+        return self.verdict == "passed"
 
     @property
     def failed_checks(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        """Checks that fail the drill (failed warn checks are in `warnings`)."""
+        return [c for c in self.checks if c.fails_drill]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.warned]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +106,8 @@ class DrillResult:
                 **self.lost_writes.__dict__, "examples": list(self.lost_writes.examples)},
             "model": None if self.model is None else dict(self.model.__dict__),
             "notes": list(self.notes),
+            "stop_condition": self.stop_condition,
+            "phase": self.phase,
         }
 
     @classmethod
@@ -129,6 +140,8 @@ class DrillResult:
                 error=str(d.get("error", "")),
                 thresholds_file=str(d.get("thresholds_file", "")),
                 notes=tuple(str(n) for n in d.get("notes", ())),
+                stop_condition=str(d.get("stop_condition", "")),
+                phase=str(d.get("phase", "")),
             )
         except ResultsError:
             raise
@@ -142,18 +155,20 @@ def _opt_float(v: Any) -> float | None:
 
 def finish_drill(drill: str, started: float, ended: float, measurements: Measurements, thresholds: Thresholds,
                  lost_writes: LostWrites | None = None, model: ModelInputs | None = None,
-                 error: str = "", notes: tuple[str, ...] = ()) -> DrillResult:
+                 error: str = "", notes: tuple[str, ...] = (), extra_checks: tuple[Check, ...] = (),
+                 stop_condition: str = "", phase: str = "") -> DrillResult:
     """Evaluate every limit of `drill` and bundle the result.
 
     The lost-write count is also a measurement (after.lost_writes) so that the
-    lost_writes_max limit sees it without the caller repeating it.
+    lost_writes_max limit sees it without the caller repeating it.  `extra_checks` are
+    the checks no thresholds file writes (invariants, regressions).
     """
     merged: dict[str, dict[str, Any]] = {p: dict(v) for p, v in measurements.items()}
     if lost_writes is not None:
         merged.setdefault("after", {}).setdefault("lost_writes", lost_writes.lost)
-    checks = tuple(evaluate(thresholds, drill, merged))
+    checks = tuple(evaluate(thresholds, drill, merged)) + tuple(extra_checks)
     return DrillResult(drill, started, ended, merged, checks, lost_writes, model, "", error,
-                       thresholds.path, notes)
+                       thresholds.path, notes, stop_condition, phase)
 
 
 def drill_results_path(run_dir: str | Path, drill: str) -> Path:

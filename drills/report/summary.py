@@ -12,25 +12,29 @@ from drills.report import analysis as an
 from drills.report.results import ResultsError, read_drill_results
 from drills.timeline import read_meta
 
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2
 PROM_FILE = "ceph_drills.prom"
 
 
 def build_summary(run_dir: str | Path) -> dict[str, Any]:
+    from drills.verdict import run_verdict
+
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     try:
         results, error = read_drill_results(run_dir), ""
     except ResultsError as e:
         results, error = [], str(e)
-    verdict = "error" if error else "unchecked" if not results else (
-        "passed" if all(r.passed for r in results) else "failed")
+    verdict = run_verdict(run_dir)  # the one decision every output of the run repeats
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": meta.get("run_id", run_dir.name),
         "started": meta.get("started"),
         "ceph_version": meta.get("ceph_version"),
-        "verdict": verdict,
+        "verdict": verdict.outcome,
+        "exit_code": verdict.exit_code,
+        "reasons": list(verdict.reasons),
+        "warnings": verdict.warnings,
         "error": error,
         "drills": [
             {
@@ -41,6 +45,9 @@ def build_summary(run_dir: str | Path) -> dict[str, Any]:
                 "checks": len(r.checks),
                 "failed": len(r.failed_checks),
                 "failed_checks": [c.message() for c in r.failed_checks],
+                "warnings": [c.message() for c in r.warnings],
+                "stop_condition": r.stop_condition,
+                "error": r.error,
                 "lost_writes": None if r.lost_writes is None else r.lost_writes.lost,
                 "key_figures": {k: {"value": v, "unit": u} for k, (v, u) in an.key_figures(r).items()},
             }
@@ -97,17 +104,25 @@ def build_prom(run_dir: str | Path) -> str:
         ceph_version=summary.get("ceph_version") or "")
     if ended is not None:
         add("last_run_timestamp_seconds", "When the last drill of the run ended (unix time).", ended)
-    add("run_passed", "1 if every drill of the run passed.", 1 if summary["verdict"] == "passed" else 0)
+    add("run_passed", "1 if the run's verdict is passed (the same verdict as the exit code and the report).",
+        1 if summary["verdict"] == "passed" else 0)
+    add("run_exit_code", "The run's exit code: 0 passed, 1 a check or stop condition failed, 2 set-up or harness error.",
+        summary["exit_code"])
+    add("run_warnings", "Failed checks of severity warn (they do not fail the run).", summary["warnings"])
     for r in results:
-        add("drill_passed", "1 if every check of the drill passed.", 1 if r.passed else 0, drill=r.drill)
+        add("drill_passed", "1 if the drill's verdict is passed.", 1 if r.passed else 0, drill=r.drill)
+        for outcome in ("passed", "failed", "error", "skipped"):
+            add("drill_outcome", "1 for the drill's outcome.", 1 if r.verdict == outcome else 0, drill=r.drill, outcome=outcome)
         add("drill_duration_seconds", "Wall time of the drill.", r.ended - r.started, drill=r.drill)
-        add("drill_checks_failed", "Checks of the drill that failed (not measured counts as failed).",
+        add("drill_checks_failed", "Checks of the drill that failed it (not measured counts as failed).",
             len(r.failed_checks), drill=r.drill)
+        add("drill_checks_warned", "Checks of severity warn that failed.", len(r.warnings), drill=r.drill)
         if r.lost_writes is not None:
             add("lost_writes", "Acknowledged writes that did not read back intact.", r.lost_writes.lost, drill=r.drill)
         for c in r.checks:
             labels = {"drill": r.drill, "phase": c.phase, "check": c.name}
-            add("check_passed", "1 if the check passed.", 1 if c.passed else 0, **labels)
+            add("check_passed", "1 if the check passed.", 1 if c.passed else 0, **labels, severity=c.severity,
+                source=c.source or "")
             add("check_limit", "The check's limit, in base units (seconds, bytes, ratio, count).", c.limit,
                 **labels, unit=c.unit)
             if c.measured is not None:
@@ -123,6 +138,9 @@ def build_prom(run_dir: str | Path) -> str:
         lines.append(f"# HELP ceph_drills_{name} {help_text}")
         lines.append(f"# TYPE ceph_drills_{name} gauge")
         lines.extend(samples)
+    from drills.history.prom import history_prom_lines
+
+    lines.extend(history_prom_lines(run_dir))  # per-phase figures and regression flags
     return "\n".join(lines) + "\n"
 
 

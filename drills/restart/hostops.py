@@ -3,10 +3,12 @@
 Sandbox: daemons start through the sandbox fault backend, inside the host's memory cgroup (every
 sandbox OSD host has one; limited with --host-memory); a host's use is its cgroup's anonymous memory
 (the daemons' heaps; page cache is reclaimed before the kernel OOM-kills), else the sum of its daemons'
-RSS; OOM kills are the cgroup's kernel counter, else the machine's.
+RSS; OOM kills are the cgroup's kernel counter (a host without one cannot be watched: the machine's
+counter would count every other sandbox's kills too, so that raises).
 
 SSH: daemons are systemd units (start / restart through the ssh backend); memory is one probe per
 look (every Ceph daemon's RSS, and MemAvailable); OOM kills are /proc/vmstat's oom_kill counter.
+A counter that cannot be read raises (FaultError), never reads 0.
 """
 
 from __future__ import annotations
@@ -85,17 +87,30 @@ class SandboxHostOps(_BackendHostOps):
         return HostMemory(host.name, budget, used, rss, psutil.virtual_memory().available)
 
     def oom_kills(self, host: Host) -> int:
-        cg = self._cgroup(host)
-        if cg is not None:
-            return cg.read().oom_kills
-        return machine_oom_kills()
+        return _measured_oom_kills(self.target, host)
 
 
-def machine_oom_kills() -> int:
-    for line in open("/proc/vmstat"):
-        if line.startswith("oom_kill "):
-            return int(line.split()[1])
-    return 0
+def _measured_oom_kills(target: Target, host: Host) -> int:
+    """The host's OOM-kill counter (drills.hostfacts); raises FaultError naming why it cannot be read."""
+    from drills.faults.base import FaultError
+    from drills.hostfacts import oom_kill_reading
+
+    reading = oom_kill_reading(target, host)
+    if reading.value is None:
+        raise FaultError(f"host {host.name}: OOM kills cannot be counted: {reading.why}")
+    return reading.value
+
+
+def machine_oom_kills() -> int | None:
+    """This machine's /proc/vmstat oom_kill (every process's kills); None when the kernel has no such line."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 @dataclass
@@ -126,8 +141,14 @@ class SshHostOps(_BackendHostOps):
         return HostMemory(host.name, budget, sum(rss.values()), rss, avail)
 
     def oom_kills(self, host: Host) -> int:
-        out = self._backend.run(host, "awk '/^oom_kill /{print $2}' /proc/vmstat", check=False).stdout.strip()
-        return int(out) if out.isdigit() else 0
+        from drills.faults.base import FaultError
+        from drills.hostfacts import VMSTAT_OOM_COMMAND, parse_vmstat_oom
+
+        out = self._backend.run(host, VMSTAT_OOM_COMMAND).stdout
+        count = parse_vmstat_oom(out)
+        if count is None:
+            raise FaultError(f"host {host.name}: no oom_kill counter in /proc/vmstat ({out.strip()[:40]!r}): OOM kills cannot be counted")
+        return count
 
 
 def host_ops_for(target: Target) -> SandboxHostOps | SshHostOps:

@@ -24,10 +24,14 @@ def run_with_flags(session: FaultSession, target: Target, cluster: CephCluster, 
 
 def start_need_default(cluster: CephCluster) -> int:
     """Without --start-need: half of osd_memory_target (an OSD grows towards the target once running;
-    the first start's measured peak replaces the estimate when larger)."""
-    from drills.preflight.checks import running_osd_memory_target
+    the first start's measured peak replaces the estimate when larger). Raises NotMeasured (a
+    ClusterError) when no OSD answers, rather than assuming Ceph's 4 GiB default."""
+    from drills.preflight.checks import NotMeasured, running_osd_memory_target
 
-    return max(128 << 20, running_osd_memory_target(cluster) // 2)
+    try:
+        return max(128 << 20, running_osd_memory_target(cluster) // 2)
+    except NotMeasured as e:
+        raise NotMeasured(f"{e}; pass --start-need SIZE (memory one OSD needs to start)") from None
 
 
 def heap_release(cluster: CephCluster, osds: Sequence[str]) -> tuple[bool, str]:

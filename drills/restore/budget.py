@@ -13,6 +13,12 @@ Two levels, so that nothing can deadlock and nobody starves:
 
 `reserved_bytes` (shares plus borrowed bytes) never exceeds `limit_bytes`; `in_use_bytes`
 (live buffers) never exceeds `reserved_bytes`.  Both peaks are recorded for the report.
+
+Buffer pool: a reservation may carry a pooled `bytearray` (windows, input pieces).  A
+released buffer goes back to the pool and is handed to the next reservation of that size
+instead of a new allocation.  Idle pooled buffers are memory too: the budget keeps
+`in_use + idle <= limit` by dropping idle buffers (largest first) whenever a reservation
+would cross it, so the pool never holds memory the budget has given to someone else.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class BudgetStats:
     peak_in_use_bytes: int
     queue_length: int
     admitted: int
+    pool_idle_bytes: int = 0
+    peak_held_bytes: int = 0  # in use plus idle pooled buffers: what the budget's memory peaked at
+    pool_allocations: int = 0  # buffers the pool had to create (the rest were reused)
+    pool_reuses: int = 0
 
 
 class RestoreBudget:
@@ -67,21 +77,30 @@ class RestoreBudget:
         self._in_use = 0
         self._peak_in_use = 0
         self._admitted = 0
+        self._idle: dict[int, list[bytearray]] = {}
+        self._idle_bytes = 0
+        self._peak_held = 0
+        self._allocations = 0
+        self._reuses = 0
         self.admission_order: list[str] = []  # owners in the order they were admitted
 
     # -- admission --------------------------------------------------------------------
     def enqueue(self, owner: str, working_set_bytes: int) -> "AdmissionTicket":
         """Join the admission queue; the returned ticket's wait() yields the Lease."""
-        if working_set_bytes > self.limit_bytes:
-            raise BudgetTooSmallError(
-                f"needs a working set of {working_set_bytes} bytes ({format_size(working_set_bytes)}), "
-                f"the whole memory budget is {self.limit_bytes} bytes ({format_size(self.limit_bytes)})",
-                backup=owner)
+        self.check_fits(owner, working_set_bytes)
         ticket = AdmissionTicket(self, owner, max(working_set_bytes, 1))
         with self._cond:
             self._queue.append(ticket)
             self._grant_locked()
         return ticket
+
+    def check_fits(self, owner: str, working_set_bytes: int) -> None:
+        """BudgetTooSmallError if one restore's minimum exceeds the whole budget."""
+        if working_set_bytes > self.limit_bytes:
+            raise BudgetTooSmallError(
+                f"needs a working set of {working_set_bytes} bytes ({format_size(working_set_bytes)}), "
+                f"the whole memory budget is {self.limit_bytes} bytes ({format_size(self.limit_bytes)})",
+                backup=owner)
 
     def admit(self, owner: str, working_set_bytes: int, cancel: threading.Event | None = None) -> "Lease":
         """enqueue() and wait() in one call."""
@@ -112,7 +131,44 @@ class RestoreBudget:
     def stats(self) -> BudgetStats:
         with self._cond:
             return BudgetStats(self.limit_bytes, self._reserved, self._peak_reserved, self._in_use,
-                               self._peak_in_use, len(self._queue), self._admitted)
+                               self._peak_in_use, len(self._queue), self._admitted, self._idle_bytes,
+                               self._peak_held, self._allocations, self._reuses)
+
+    # -- the buffer pool ----------------------------------------------------------------
+    def _grow_in_use_locked(self, nbytes: int, buffer_bytes: int) -> bytearray | None:
+        """Count `nbytes` as in use; return a pooled buffer of `buffer_bytes` (0: none)."""
+        self._in_use += nbytes
+        self._peak_in_use = max(self._peak_in_use, self._in_use)
+        buffer = None
+        if buffer_bytes:
+            idle = self._idle.get(buffer_bytes)
+            if idle:
+                buffer = idle.pop()
+                self._idle_bytes -= buffer_bytes
+                self._reuses += 1
+        self._evict_locked()
+        if buffer_bytes and buffer is None:
+            # calloc'd: untouched pages cost nothing until the decoder writes them
+            buffer = bytearray(buffer_bytes)
+            self._allocations += 1
+        self._peak_held = max(self._peak_held, self._in_use + self._idle_bytes)
+        return buffer
+
+    def _evict_locked(self) -> None:
+        while self._in_use + self._idle_bytes > self.limit_bytes and self._idle_bytes:
+            size = max(s for s, bufs in self._idle.items() if bufs)
+            self._idle[size].pop()  # dropped: bytearrays of pool size are their own mappings
+            self._idle_bytes -= size
+
+    def _return_buffer_locked(self, buffer: bytearray) -> None:
+        self._idle.setdefault(len(buffer), []).append(buffer)
+        self._idle_bytes += len(buffer)
+
+    def drain_pool(self) -> None:
+        """Drop every idle pooled buffer (end of a run)."""
+        with self._cond:
+            self._idle.clear()
+            self._idle_bytes = 0
 
     @property
     def queue_length(self) -> int:
@@ -165,9 +221,15 @@ class Lease:
         self._borrowed = 0  # beyond the share, from the free pool
         self.closed = False
 
-    def reserve(self, nbytes: int, purpose: str, *, may_borrow: bool = False,
+    def reserve(self, nbytes: int, purpose: str, *, buffer_bytes: int = 0, may_borrow: bool = False,
                 cancel: threading.Event | None = None) -> "Reservation":
-        """Block until `nbytes` are available to this restore; the buffer may then exist."""
+        """Block until `nbytes` are available to this restore; the buffer may then exist.
+
+        With `buffer_bytes` (<= nbytes) the reservation carries a pooled bytearray of that
+        size (`.buffer`), reused from an earlier reservation when one is idle.
+        """
+        if buffer_bytes > nbytes:
+            raise ValueError("a pooled buffer must fit in its reservation")
         budget = self._budget
         with budget._cond:
             while True:
@@ -189,13 +251,15 @@ class Lease:
                         f"{purpose} needs {nbytes} bytes, more than the admitted working set "
                         f"of {self.share_bytes}", backup=self.owner)
                 budget._wait_locked(cancel, self.owner, purpose)
-            budget._in_use += nbytes
-            budget._peak_in_use = max(budget._peak_in_use, budget._in_use)
-            return Reservation(self, nbytes, purpose, borrowed)
+            buffer = budget._grow_in_use_locked(nbytes, buffer_bytes)
+            return Reservation(self, nbytes, purpose, borrowed, buffer)
 
     def _release_locked(self, reservation: "Reservation") -> None:
         budget = self._budget
         budget._in_use -= reservation.nbytes
+        if reservation.buffer is not None:
+            budget._return_buffer_locked(reservation.buffer)
+            reservation.buffer = None
         if reservation.borrowed:
             self._borrowed -= reservation.nbytes
             budget._reserved -= reservation.nbytes
@@ -234,10 +298,12 @@ class Lease:
 class Reservation:
     """Bytes reserved for one buffer; release() exactly when the buffer is gone (idempotent)."""
 
-    __slots__ = ("_lease", "nbytes", "purpose", "borrowed", "_released")
+    __slots__ = ("_lease", "nbytes", "purpose", "borrowed", "buffer", "_released")
 
-    def __init__(self, lease: Lease, nbytes: int, purpose: str, borrowed: bool) -> None:
+    def __init__(self, lease: Lease, nbytes: int, purpose: str, borrowed: bool,
+                 buffer: bytearray | None = None) -> None:
         self._lease = lease
+        self.buffer = buffer
         self.nbytes = nbytes
         self.purpose = purpose
         self.borrowed = borrowed

@@ -6,12 +6,16 @@ BACKUP is a backup's container directory joined with its object prefix
 (``/backups/ab/cd/<id>/volume_<vol>_<stamp>_backup_<id>``; the ``_metadata`` file's path
 works too).  DEST is a file or block device, or ``rbd:IMAGE`` / ``rbd:POOL/IMAGE``
 (needs ``--target`` for the cluster).
+
+Incremental chains, restored into one DEST, each link verified:
+
+    drill restore --chain FULL INC1 INC2 DEST        # the links, oldest first
+    drill restore --backup-tree ROOT INC2 DEST       # parents found by backup_id under ROOT
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 import time
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from drills.restore.budget import format_size, parse_size
+from drills.restore.chain import ChainLink, discover_chain
+from drills.restore.memory import prepare_process_allocator
 from drills.restore.engine import (EngineConfig, ProgressSnapshot, RestoreEngine, RestoreJob, RestoreReport,
                                    file_job, rbd_job)
 from drills.restore.format import METADATA_SUFFIX
@@ -46,7 +52,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "restore", help="restore Cinder chunked backups under a memory budget",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pairs", nargs="+", metavar="BACKUP DEST",
-                        help="backup (container dir/prefix) and destination, repeated")
+                        help="backup (container dir/prefix) and destination, repeated; with --chain: the "
+                             "chain's backups, full first, then one destination")
+    parser.add_argument("--chain", action="store_true",
+                        help="the BACKUPs are one incremental chain (full first) restored into the last argument")
+    parser.add_argument("--backup-tree", default="", metavar="DIR",
+                        help="find the parents of incremental BACKUPs by backup_id in the *_metadata files under DIR")
     parser.add_argument("--memory-budget", type=_size_arg, default=parse_size("256MiB"),
                         help="bytes all restores together may hold in buffers (default 256MiB)")
     parser.add_argument("--concurrency", type=int, default=4, help="restores running at once (default 4)")
@@ -55,7 +66,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--read-piece", type=_size_arg, default=parse_size("1MiB"),
                         help="ranged read size of stored objects (default 1MiB)")
     parser.add_argument("--writes-in-flight", type=int, default=4, help="per target (default 4)")
+    parser.add_argument("--max-rate", type=_size_arg, default=0, metavar="BYTES_PER_S",
+                        help="written bytes per second for all restores together, e.g. 200MB (default unlimited)")
+    parser.add_argument("--adaptive-rate", action="store_true",
+                        help="back off (x0.5) while the cluster reports slow ops or the restores' write p99 rises "
+                             "3x above its calm value; creep back up to --max-rate (or the first 2 s's rate)")
     parser.add_argument("--force", action="store_true", help="overwrite existing, non-empty targets")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted file restores from their journal (.DEST.restore-journal)")
     parser.add_argument("--no-zero-skip", action="store_true", help="write zero windows on new targets too")
     parser.add_argument("--pool", default="", help="RBD pool for rbd:IMAGE destinations (default: the target's)")
     parser.add_argument("--target", default="", metavar="FILE", help="drills target file (cluster) for rbd: destinations")
@@ -90,28 +108,55 @@ def _rbd_destination(dest: str, args: argparse.Namespace) -> tuple[str, str]:
     return pool, image
 
 
-def build_jobs(args: argparse.Namespace, connect_rbd: Callable[[], RbdConnection]) -> list[RestoreJob]:
-    """Jobs for the BACKUP DEST pairs; rbd: destinations share one connection from connect_rbd()."""
+def _parents(store: PosixBackupStore, prefix: str, source: str, args: argparse.Namespace) -> tuple[ChainLink, ...]:
+    """The older links of `source` found under --backup-tree (none without it, or for a full backup)."""
+    if not args.backup_tree:
+        return ()
+    try:
+        chain = discover_chain(args.backup_tree, ChainLink(store, prefix))
+    except RestoreError as e:
+        raise UsageError(f"backup {source!r}: {e}") from None
+    return tuple(chain[:-1])
+
+
+def _chain_pairs(args: argparse.Namespace) -> list[tuple[list[str], str]]:
+    if args.chain:
+        if len(args.pairs) < 2:
+            raise UsageError("--chain needs the chain's backups (full first) and one destination")
+        return [(args.pairs[:-1], args.pairs[-1])]
     if len(args.pairs) % 2:
         raise UsageError("give BACKUP DEST pairs: an even number of arguments")
+    return [([source], dest) for source, dest in zip(args.pairs[0::2], args.pairs[1::2])]
+
+
+def build_jobs(args: argparse.Namespace, connect_rbd: Callable[[], RbdConnection]) -> list[RestoreJob]:
+    """Jobs for the BACKUP DEST pairs (or one --chain); rbd: destinations share one connection."""
     jobs: list[RestoreJob] = []
     seen: set[str] = set()
-    pairs = list(zip(args.pairs[0::2], args.pairs[1::2]))
+    pairs = _chain_pairs(args)
     rbd_destinations = {dest: _rbd_destination(dest, args) for _source, dest in pairs if dest.startswith("rbd:")}
     connection = connect_rbd() if rbd_destinations else None
-    for source, dest in pairs:
-        store, prefix = _backup_source(source)
+    for sources, dest in pairs:
+        links = [ChainLink(*_backup_source(source)) for source in sources]
+        if len(links) == 1:
+            links = [*_parents(links[0].store, links[0].prefix, sources[0], args), links[0]]  # type: ignore[arg-type]
+        *parents, last = links
+        store, prefix = last.store, last.prefix
         if dest in seen:
             raise UsageError(f"destination {dest!r} given twice")
         seen.add(dest)
         if dest in rbd_destinations:
             assert connection is not None
+            if args.resume:
+                raise UsageError(f"destination {dest!r}: --resume works for file destinations only; an RBD image "
+                                 "left by an interrupted restore carries drills.restore.state=incomplete: restore "
+                                 "it again with --force")
             pool, image = rbd_destinations[dest]
-            jobs.append(rbd_job(store, prefix, connection, pool, image, force=args.force))
+            jobs.append(rbd_job(store, prefix, connection, pool, image, force=args.force, parents=parents))
         else:
             if Path(dest).is_dir():
                 raise UsageError(f"destination {dest!r} is a directory")
-            jobs.append(file_job(store, prefix, dest, force=args.force))
+            jobs.append(file_job(store, prefix, dest, force=args.force, parents=parents, resume=args.resume))
     return jobs
 
 
@@ -121,31 +166,14 @@ def _config(args: argparse.Namespace) -> EngineConfig:
             raise UsageError(f"{flag} must be at least 1")
     return EngineConfig(memory_budget_bytes=args.memory_budget, concurrency=args.concurrency,
                         read_piece_bytes=args.read_piece, window_bytes=args.window,
-                        max_writes_in_flight=args.writes_in_flight, skip_zeros=not args.no_zero_skip)
-
-
-M_ARENA_MAX = -8  # glibc mallopt parameter
-
-
-def limit_malloc_arenas(arenas: int) -> bool:
-    """mallopt(M_ARENA_MAX, arenas) for this process, unless MALLOC_ARENA_MAX is set; True if applied.
-
-    With glibc's default (8 arenas per core) each restore thread's freed windows stay cached
-    in its own arena: measured ~150 MiB of RSS above a 256 MiB budget with 41 restores; with
-    2 arenas the peak RSS stays at the budget (docs/restore.md).
-    """
-    if arenas <= 0 or "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(M_ARENA_MAX, arenas))
+                        max_writes_in_flight=args.writes_in_flight, skip_zeros=not args.no_zero_skip,
+                        max_rate_bytes_per_s=float(args.max_rate), adaptive_rate=args.adaptive_rate)
 
 
 def run(args: argparse.Namespace) -> int:
     connections: list[RbdConnection] = []
-    limit_malloc_arenas(getattr(args, "malloc_arena_max", 2))
+    # Before any restore thread exists: 2 arenas and a fixed mmap threshold (drills/restore/memory.py).
+    prepare_process_allocator(arenas=getattr(args, "malloc_arena_max", 2))
 
     def connect_rbd() -> RbdConnection:
         try:
@@ -164,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         except UsageError as e:
             print(f"drill restore: {e}", file=sys.stderr)
             return EXIT_USAGE
-        engine = RestoreEngine(config)
+        probe = connections[0].slow_ops_probe() if connections else None
+        engine = RestoreEngine(config, slow_ops_probe=probe)
         interactive = sys.stdout.isatty() and not args.plain
         if interactive:
             report = _run_with_rich(engine, jobs)
@@ -237,7 +266,11 @@ def _print_summary(report: RestoreReport) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m drills.restore.cli) until the lead wires `drill restore`."""
+    """`python -m drills.restore.cli`: the restore command alone, without the rest of `drill`.
+
+    `drill restore` (drills/cli.py) registers the same parser through add_parser and is the usual
+    entry; it also gives Ctrl-C and a closed stdout their common handling (docs/cli.md).
+    """
     parser = argparse.ArgumentParser(prog="drill")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

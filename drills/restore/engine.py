@@ -10,8 +10,8 @@ completion fires, since librbd holds a copy until then).
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,17 +19,25 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from drills.restore.budget import Lease, Reservation, RestoreBudget
-from drills.restore.compression import (ZSTD_FRAME_HEADER_MAX_BYTES, codec_needs, decode_windows,
+from drills.restore.chain import ChainError, ChainLink, check_chain
+from drills.restore.compression import (ZSTD_FRAME_HEADER_MAX_BYTES, codec_needs, open_decoder,
                                         zstd_window_size)
 from drills.restore.errors import (BackupFormatError, CorruptObjectError, RestoreCancelled, RestoreError,
                                    UnsupportedBackupError)
 from drills.restore.format import BackupManifest, BackupObject, Sha256Index, read_manifest
 from drills.restore.sinks import FileSink, RbdConnection, RbdSink, Sink
-from drills.restore.store import BackupStore
+from drills.restore.memory import RESTORE_THREAD_STACK_BYTES
+from drills.restore.store import BackupStore, ObjectReader, store_reads_into
+from drills.restore.throttle import AdaptiveThrottle, LatencyWindow, SlowOpsProbe, ThrottleStep, TokenBucket
 
 MiB = 1024 * 1024
+# Per running restore besides its buffers, decoder and stack: its Python objects (job state,
+# plan, hash objects, sink), the thread's malloc tcache.  Measured well below this with
+# benchmarks/restore_rss_matrix.py (docs/restore.md); reserved so that it is inside the budget.
+RESTORE_OVERHEAD_BYTES = 256 * 1024
+CHAIN_CHECK_BATCH_BLOCKS = 4096  # digests compared per step when checking a chain's unchanged blocks
 Status = Literal["pending", "preparing", "queued", "running", "done", "failed", "cancelled"]
-SinkOpener = Callable[[int], Sink]  # volume size -> an opened sink
+SinkOpener = Callable[[int, str], Sink]  # (volume size, journal key) -> an opened sink
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,9 @@ class EngineConfig:
     max_writes_in_flight: int = 4  # per sink
     skip_zeros: bool = True  # only ever applied to sinks that report is_new
     zstd_max_window_bytes: int = 1 << 27  # refuse zstd frames that need more decoder memory
+    max_rate_bytes_per_s: float = 0.0  # written bytes per second, all restores together (0 = unlimited)
+    adaptive_rate: bool = False  # AIMD below max_rate (or the first interval's rate): slow ops, write p99
+    adaptive_interval_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if min(self.memory_budget_bytes, self.concurrency, self.read_piece_bytes, self.window_bytes,
@@ -57,27 +68,47 @@ class RestoreJob:
     prefix: str
     open_sink: SinkOpener
     target: str  # for reports
-    sink_copy_factor: int = 0  # copies the sink keeps of an in-flight buffer (RBD: 1)
+    sink_copy_factor: int = 0  # copies the sink keeps of an in-flight buffer (RBD: 2)
     name: str = ""  # label in reports; the prefix if empty
+    sink_overhead_bytes: int = 0  # what an open target costs besides buffers (RBD: librbd's image state)
+    parents: tuple[ChainLink, ...] = ()  # an incremental chain: the older links, full backup first
 
     @property
     def label(self) -> str:
         return self.name or self.prefix
 
+    @property
+    def links(self) -> tuple[ChainLink, ...]:
+        """Every backup this restore writes, oldest first (this job's backup last)."""
+        return (*self.parents, ChainLink(self.store, self.prefix))
 
-def file_job(store: BackupStore, prefix: str, path: str, *, force: bool = False, name: str = "") -> RestoreJob:
+
+def file_job(store: BackupStore, prefix: str, path: str, *, force: bool = False, name: str = "",
+             parents: Sequence[ChainLink] = (), resume: bool = False) -> RestoreJob:
+    """A restore into a file; with `resume`, an interrupted restore's journaled pieces are skipped."""
     label = name or prefix
-    return RestoreJob(store, prefix, lambda size: FileSink(path, size, force=force, owner=label), str(path),
-                      FileSink.copy_factor, name)
+    return RestoreJob(store, prefix,
+                      lambda size, key: FileSink(path, size, force=force, owner=label, resume=resume, journal_key=key),
+                      str(path), FileSink.copy_factor, name, FileSink.overhead_bytes, tuple(parents))
+
+
+def chain_file_job(chain: Sequence[ChainLink], path: str, *, force: bool = False, name: str = "",
+                   resume: bool = False) -> RestoreJob:
+    """Restore a full backup and its incrementals (oldest first) into one file."""
+    if not chain:
+        raise ValueError("an empty chain")
+    *parents, last = chain
+    return file_job(last.store, last.prefix, path, force=force, name=name, parents=parents, resume=resume)
 
 
 def rbd_job(store: BackupStore, prefix: str, connection: RbdConnection, pool: str, image: str, *,
-            force: bool = False, name: str = "") -> RestoreJob:
+            force: bool = False, name: str = "", parents: Sequence[ChainLink] = ()) -> RestoreJob:
     """A restore into RBD image POOL/IMAGE through a shared connection (created at admission)."""
     label = name or prefix
     pool = pool or connection.default_pool
-    return RestoreJob(store, prefix, lambda size: connection.open_sink(pool, image, size, force=force, owner=label),
-                      f"rbd:{pool}/{image}", RbdSink.copy_factor, name)
+    return RestoreJob(store, prefix,
+                      lambda size, _key: connection.open_sink(pool, image, size, force=force, owner=label),
+                      f"rbd:{pool}/{image}", RbdSink.copy_factor, name, RbdSink.overhead_bytes, tuple(parents))
 
 
 @dataclass(frozen=True)
@@ -96,6 +127,7 @@ class RestoreResult:
     error_type: str | None = None
     object_name: str | None = None
     cleanup: str | None = None  # what was done to the target after a failure
+    bytes_resumed: int = 0  # skipped: journaled as written and verified by an interrupted run
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,11 @@ class RestoreReport:
     admission_order: tuple[str, ...]
     seconds: float
     interrupted: bool
+    peak_held_bytes: int = 0  # in-use plus idle pooled buffers at their peak (<= budget)
+    pool_allocations: int = 0  # pooled buffers created
+    pool_reuses: int = 0  # reservations served by an idle pooled buffer
+    final_rate_bytes_per_s: float = 0.0  # the rate limit at the end (0 = unlimited)
+    throttle_steps: tuple[ThrottleStep, ...] = ()  # the adaptive mode's decisions
 
     @property
     def ok(self) -> bool:
@@ -146,6 +183,7 @@ class _JobState:
     bytes_total: int = 0
     bytes_done: int = 0
     bytes_skipped_zero: int = 0
+    bytes_resumed: int = 0
     working_set: int = 0
     enqueued_at: float = 0.0
     started_at: float = 0.0
@@ -159,6 +197,7 @@ class _JobState:
         return RestoreResult(
             name=self.job.label, prefix=self.job.prefix, target=self.job.target, status=self.status,
             bytes_total=self.bytes_total, bytes_restored=self.bytes_done, bytes_skipped_zero=self.bytes_skipped_zero,
+            bytes_resumed=self.bytes_resumed,
             seconds=(end - self.started_at) if self.started_at else 0.0,
             queued_seconds=((self.started_at or end) - self.enqueued_at) if self.enqueued_at else 0.0,
             working_set_bytes=self.working_set, error=self.error_text,
@@ -171,16 +210,39 @@ class _ObjectPlan:
     obj: BackupObject
     stored_bytes: int
     piece_bytes: int
-    fixed_bytes: int  # digests + decoder state + input pieces, held for the whole object
+    input_buffer_bytes: int  # the pooled input piece (0: read straight into the window)
+    fixed_bytes: int  # digests + decoder state + input piece + scratch, held for the whole object
+
+
+@dataclass(frozen=True)
+class _LinkPlan:
+    """One backup of a restore: the only one, or one link of a chain (full first)."""
+
+    link: ChainLink
+    manifest: BackupManifest
+    index: Sha256Index
+    objects: tuple[_ObjectPlan, ...]
+    may_skip_zeros: bool  # nothing older lies underneath (the full backup)
 
 
 @dataclass(frozen=True)
 class _Plan:
-    manifest: BackupManifest
-    index: Sha256Index
-    objects: tuple[_ObjectPlan, ...]
-    window_reserve_bytes: int  # one output window plus the sink's copy of it
-    working_set_bytes: int
+    manifest: BackupManifest  # the full backup's
+    links: tuple[_LinkPlan, ...]
+    window_reserve_bytes: int  # one output window plus the sink's copies of it
+    working_set_bytes: int  # stack + overhead + the largest object's fixed bytes + one window
+    thread_bytes: int  # the restore thread's stack and per-restore overhead
+    volume_size: int
+    bytes_to_restore: int  # every link's objects
+    chain_check_bytes: int  # digests of two links, one batch, while checking unchanged blocks
+    verify_bytes: int  # the read-back check after a resume: one window and its digests
+    journal_key: str  # what a resume journal must belong to: every link's backup_id and prefix, the size
+
+
+def _piece_key(link_plan: "_LinkPlan", object_plan: _ObjectPlan) -> str:
+    """A journal entry: one object of one link, with its md5 (a changed object is not skipped)."""
+    obj = object_plan.obj
+    return f"{link_plan.link.prefix}/{obj.name}/{obj.offset}/{obj.length}/{obj.md5}"
 
 
 @dataclass
@@ -198,16 +260,18 @@ def is_all_zero(data: bytes, start: int = 0, end: int | None = None) -> bool:
     return end > start and not data[start] and not data[end - 1] and data.count(0, start, end) == end - start
 
 
-def nonzero_runs(data: bytes, granularity: int, volume_offset: int = 0) -> list[tuple[int, int]]:
-    """[start, end) ranges of `data` to write, skipping all-zero granules.
+def nonzero_runs(data: bytes | bytearray, granularity: int, volume_offset: int = 0,
+                 length: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) ranges of `data[:length]` to write, skipping all-zero granules.
 
     Granules are aligned to the volume (not to the window), so where a zero stretch is
     skipped does not depend on how the decompressor happened to cut its output.
     """
     runs: list[tuple[int, int]] = []
     start = 0
-    while start < len(data):
-        end = min(start + granularity - (volume_offset + start) % granularity, len(data))
+    length = len(data) if length is None else length
+    while start < length:
+        end = min(start + granularity - (volume_offset + start) % granularity, length)
         if not is_all_zero(data, start, end):
             if runs and runs[-1][1] == start:
                 runs[-1] = (runs[-1][0], end)
@@ -220,9 +284,16 @@ def nonzero_runs(data: bytes, granularity: int, volume_offset: int = 0) -> list[
 class RestoreEngine:
     """Run restores concurrently under one memory budget.  One engine, one run."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, *, slow_ops_probe: SlowOpsProbe | None = None) -> None:
         self.config = config
         self.budget = RestoreBudget(config.memory_budget_bytes)
+        self.bucket = TokenBucket(config.max_rate_bytes_per_s,
+                                  max(config.window_bytes, int(config.max_rate_bytes_per_s * 0.25)))
+        self.latencies = LatencyWindow()
+        self.throttle: AdaptiveThrottle | None = None
+        if config.adaptive_rate:
+            self.throttle = AdaptiveThrottle(self.bucket, self.latencies, ceiling_bytes_per_s=config.max_rate_bytes_per_s,
+                                             slow_ops_probe=slow_ops_probe, interval=config.adaptive_interval_seconds)
         self._cancel = threading.Event()
         self._states: list[_JobState] = []
         self._started = 0.0
@@ -243,29 +314,36 @@ class RestoreEngine:
             progress_interval: float = 0.25) -> RestoreReport:
         self._started = time.monotonic()
         self._states = [_JobState(job) for job in jobs]
-        # Restores join the admission queue in job order: each waits for the previous
-        # one's turn, so FIFO admission does not depend on thread scheduling.
-        turns = [threading.Event() for _ in range(len(jobs) + 1)]
-        if jobs:
-            turns[0].set()
+        self._threads: list[threading.Thread] = []
         interrupted = False
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.config.concurrency,
-                                                     thread_name_prefix="restore")
-        futures = [pool.submit(self._restore_one, state, turns[i], turns[i + 1])
-                   for i, state in enumerate(self._states)]
+        # One dispatcher plans every restore, then admits them in job order (FIFO) and starts
+        # one thread per admitted restore: a thread's stack exists only once the budget has it.
+        dispatcher = threading.Thread(target=self._dispatch, name="restore-dispatch", daemon=True)
+        if self.throttle is not None:
+            self.throttle.start()
+        dispatcher.start()
         try:
-            pending = set(futures)
-            while pending:
-                _done, pending = concurrent.futures.wait(pending, timeout=progress_interval)
+            while dispatcher.is_alive() or any(t.is_alive() for t in list(self._threads)):
+                dispatcher.join(progress_interval)
+                if not dispatcher.is_alive():
+                    for thread in list(self._threads):
+                        thread.join(progress_interval)
+                        if thread.is_alive():
+                            break
                 if on_progress:
                     on_progress(self.snapshot())
         except KeyboardInterrupt:
             interrupted = True
             self._cancel.set()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for state, future in zip(self._states, futures):
-            if future.cancelled() or state.status in ("pending", "preparing", "queued", "running"):
+            dispatcher.join()
+            for thread in list(self._threads):
+                thread.join()
+            if self.throttle is not None:
+                self.throttle.stop()
+            self.budget.drain_pool()
+        for state in self._states:
+            if state.status in ("pending", "preparing", "queued", "running"):
                 state.status = "cancelled"
                 state.error_text = state.error_text or "not finished: the run was interrupted"
         if on_progress:
@@ -273,179 +351,308 @@ class RestoreEngine:
         stats = self.budget.stats()
         return RestoreReport(tuple(s.result() for s in self._states), stats.limit_bytes,
                              stats.peak_reserved_bytes, stats.peak_in_use_bytes,
-                             tuple(self.budget.admission_order), time.monotonic() - self._started, interrupted)
+                             tuple(self.budget.admission_order), time.monotonic() - self._started, interrupted,
+                             stats.peak_held_bytes, stats.pool_allocations, stats.pool_reuses,
+                             self.bucket.rate, tuple(self.throttle.steps) if self.throttle else ())
 
     # -- one restore ------------------------------------------------------------------
-    def _restore_one(self, state: _JobState, my_turn: threading.Event, next_turn: threading.Event) -> None:
+    @staticmethod
+    def _fail(state: _JobState, error: Exception) -> None:
         job = state.job
-        lease: Lease | None = None
-        try:
+        if isinstance(error, RestoreCancelled):
+            state.status, state.error, state.error_text = "cancelled", error.located(backup=job.label), str(error)
+        elif isinstance(error, RestoreError):
+            state.status, state.error, state.error_text = "failed", error.located(backup=job.label), str(error)
+        else:  # an unexpected bug still fails only this restore
+            wrapped = RestoreError(f"{type(error).__name__}: {error}", backup=job.label)
+            state.status, state.error, state.error_text = "failed", wrapped, str(wrapped)
+        state.ended_at = time.monotonic()
+
+    def _dispatch(self) -> None:
+        planned: list[tuple[_JobState, _Plan]] = []
+        # Plan every restore first: a backup that is bad, or needs more than the whole budget,
+        # is refused before any restore starts.
+        for state in self._states:
             state.status = "preparing"
             try:
-                plan = self._plan(job)
-                state.bytes_total = plan.manifest.volume_size
+                self._check_cancel(state.job)
+                plan = self._plan(state.job)
+                state.bytes_total = plan.bytes_to_restore
                 state.working_set = plan.working_set_bytes
-                while not my_turn.wait(0.05):
-                    self._check_cancel(job)
-                self._check_cancel(job)
-                state.enqueued_at = time.monotonic()
-                ticket = self.budget.enqueue(job.label, plan.working_set_bytes)
-            finally:
-                next_turn.set()
+                self.budget.check_fits(state.job.label, plan.working_set_bytes)
+            except Exception as e:
+                self._fail(state, e)
+                continue
             state.status = "queued"
-            lease = ticket.wait(self._cancel)
+            state.enqueued_at = time.monotonic()
+            planned.append((state, plan))
+        slots = threading.BoundedSemaphore(self.config.concurrency)
+        for state, plan in planned:
+            lease: Lease | None = None
+            try:
+                while not slots.acquire(timeout=0.05):
+                    self._check_cancel(state.job)
+                try:
+                    self._check_cancel(state.job)
+                    lease = self.budget.admit(state.job.label, plan.working_set_bytes, self._cancel)
+                    thread_reservation = lease.reserve(plan.thread_bytes, "restore thread stack and state")
+                    thread = threading.Thread(target=self._restore_admitted, name=f"restore-{len(self._threads)}",
+                                              args=(state, plan, lease, thread_reservation, slots), daemon=True)
+                    previous = threading.stack_size(RESTORE_THREAD_STACK_BYTES)
+                    try:
+                        thread.start()
+                    finally:
+                        threading.stack_size(previous)
+                    self._threads.append(thread)
+                except BaseException:
+                    slots.release()
+                    raise
+            except Exception as e:
+                if lease is not None and not lease.closed:
+                    lease.close()
+                self._fail(state, e)
+
+    def _restore_admitted(self, state: _JobState, plan: _Plan, lease: Lease, thread_reservation: Reservation,
+                          slots: threading.BoundedSemaphore) -> None:
+        job = state.job
+        try:
             state.status = "running"
             state.started_at = time.monotonic()
-            sink = job.open_sink(plan.manifest.volume_size)
+            sink = job.open_sink(plan.volume_size, plan.journal_key)
             try:
                 self._copy(job, plan, sink, lease, state)
                 sink.commit()
-            except BaseException:
+            except BaseException as e:
                 try:
-                    state.cleanup = sink.abort()
+                    # A cancelled restore keeps what a resume can use; a failed one leaves nothing.
+                    state.cleanup = sink.abort(keep_for_resume=isinstance(e, RestoreCancelled))
                 except Exception as cleanup_error:  # report both; the restore failed anyway
                     state.cleanup = f"cleanup failed: {cleanup_error}"
                 raise
             state.status = "done"
-        except RestoreCancelled as e:
-            state.status, state.error, state.error_text = "cancelled", e.located(backup=job.label), str(e)
-        except RestoreError as e:
-            state.status, state.error, state.error_text = "failed", e.located(backup=job.label), str(e)
-        except Exception as e:  # an unexpected bug still fails only this restore
-            error = RestoreError(f"{type(e).__name__}: {e}", backup=job.label)
-            state.status, state.error, state.error_text = "failed", error, str(error)
-        finally:
-            if lease is not None:
-                lease.close()
             state.ended_at = time.monotonic()
+        except Exception as e:
+            self._fail(state, e)
+        finally:
+            thread_reservation.release()
+            lease.close()
+            slots.release()
 
     def _check_cancel(self, job: RestoreJob, object_name: str = "") -> None:
         if self._cancel.is_set():
             raise RestoreCancelled("cancelled", backup=job.label, object_name=object_name)
 
     def _plan(self, job: RestoreJob) -> _Plan:
-        """Read and check metadata; find every object; size the working set."""
+        """Read and check every link's metadata; find every object; size the working set."""
         cfg = self.config
-        manifest = read_manifest(job.store, job.prefix)
-        index = Sha256Index(job.store, job.prefix)
-        block = index.info.block_size
-        expected_digests = -(-manifest.volume_size // block)
-        if index.info.digest_count != expected_digests:
-            raise BackupFormatError(
-                f"sha256 file has {index.info.digest_count} digests, the volume of {manifest.volume_size} bytes "
-                f"needs {expected_digests} of {block}-byte blocks", backup=job.label, object_name=index.name)
-        window_reserve = cfg.window_bytes * (1 + job.sink_copy_factor)
-        plans = []
-        for obj in manifest.objects:
+        links = job.links
+        chained = len(links) > 1
+        manifests = []
+        for link in links:
             try:
-                stored = job.store.open_object(obj.name)
+                manifests.append(read_manifest(link.store, link.prefix, allow_incremental=chained))
             except RestoreError as e:
-                raise e.located(backup=job.label, object_name=obj.name)
-            if stored == 0:
-                raise CorruptObjectError("object is empty", backup=job.label, object_name=obj.name)
-            if obj.offset % block:
-                raise UnsupportedBackupError(f"object offset {obj.offset} is not a multiple of the {block}-byte "
-                                             "sha block", backup=job.label, object_name=obj.name)
-            zstd_window = 0
-            if obj.codec == "zstd":
-                head = job.store.read_range(obj.name, 0, min(stored, ZSTD_FRAME_HEADER_MAX_BYTES))
-                zstd_window = zstd_window_size(head, object_name=obj.name)
-                if zstd_window > cfg.zstd_max_window_bytes:
-                    raise UnsupportedBackupError(f"zstd window of {zstd_window} bytes exceeds the "
-                                                 f"{cfg.zstd_max_window_bytes}-byte limit",
-                                                 backup=job.label, object_name=obj.name)
-            piece = cfg.window_bytes if obj.codec == "none" else min(cfg.read_piece_bytes, stored)
-            needs = codec_needs(obj.codec, piece, zstd_window)
-            blocks = -(-obj.length // block)
-            fixed = index.memory_bytes(blocks) + needs.state_bytes + needs.input_bytes
-            plans.append(_ObjectPlan(obj, stored, piece, fixed))
-        working_set = max(p.fixed_bytes for p in plans) + window_reserve
-        return _Plan(manifest, index, tuple(plans), window_reserve, working_set)
+                raise e.located(backup=link.prefix)
+        if chained:
+            check_chain(manifests)
+        volume_size = manifests[0].volume_size
+        window_reserve = cfg.window_bytes * (1 + job.sink_copy_factor)
+        link_plans = []
+        for number, (link, manifest) in enumerate(zip(links, manifests)):
+            index = Sha256Index(link.store, link.prefix)
+            block = index.info.block_size
+            expected_digests = -(-volume_size // block)
+            if index.info.digest_count != expected_digests:
+                raise BackupFormatError(
+                    f"sha256 file has {index.info.digest_count} digests, the volume of {volume_size} bytes "
+                    f"needs {expected_digests} of {block}-byte blocks", backup=link.prefix, object_name=index.name)
+            if link_plans and block != link_plans[0].index.info.block_size:
+                raise ChainError(f"sha block of {block} bytes differs from the full backup's "
+                                 f"{link_plans[0].index.info.block_size}", backup=link.prefix)
+            copies_pieces = not store_reads_into(link.store)
+            plans = []
+            for obj in manifest.objects:
+                try:
+                    stored = link.store.open_object(obj.name)
+                except RestoreError as e:
+                    raise e.located(backup=link.prefix, object_name=obj.name)
+                if stored == 0:
+                    raise CorruptObjectError("object is empty", backup=link.prefix, object_name=obj.name)
+                if obj.offset % block:
+                    raise UnsupportedBackupError(f"object offset {obj.offset} is not a multiple of the {block}-byte "
+                                                 "sha block", backup=link.prefix, object_name=obj.name)
+                zstd_window = 0
+                if obj.codec == "zstd":
+                    head = link.store.read_range(obj.name, 0, min(stored, ZSTD_FRAME_HEADER_MAX_BYTES))
+                    zstd_window = zstd_window_size(head, object_name=obj.name)
+                    if zstd_window > cfg.zstd_max_window_bytes:
+                        raise UnsupportedBackupError(f"zstd window of {zstd_window} bytes exceeds the "
+                                                     f"{cfg.zstd_max_window_bytes}-byte limit",
+                                                     backup=link.prefix, object_name=obj.name)
+                piece = cfg.window_bytes if obj.codec == "none" else min(cfg.read_piece_bytes, stored)
+                needs = codec_needs(obj.codec, piece, zstd_window, store_copies_pieces=copies_pieces)
+                blocks = -(-obj.length // block)
+                fixed = (index.memory_bytes(blocks) + needs.state_bytes + needs.input_buffer_bytes
+                         + needs.scratch_bytes)
+                plans.append(_ObjectPlan(obj, stored, piece, needs.input_buffer_bytes, fixed))
+            # Zero windows may be skipped only where nothing older lies underneath: the full backup.
+            link_plans.append(_LinkPlan(link, manifest, index, tuple(plans), may_skip_zeros=number == 0))
+        thread_bytes = RESTORE_THREAD_STACK_BYTES + RESTORE_OVERHEAD_BYTES + job.sink_overhead_bytes
+        check_bytes = 2 * link_plans[0].index.memory_bytes(CHAIN_CHECK_BATCH_BLOCKS) if chained else 0
+        verify_bytes = window_reserve + link_plans[-1].index.memory_bytes(
+            max(1, cfg.window_bytes // link_plans[-1].index.info.block_size))
+        largest = max((p.fixed_bytes for lp in link_plans for p in lp.objects), default=0)
+        working_set = thread_bytes + max(largest + window_reserve, check_bytes, verify_bytes)
+        journal_key = json.dumps([[m.backup_id, m.prefix] for m in manifests] + [volume_size])
+        return _Plan(manifests[0], tuple(link_plans), window_reserve, working_set, thread_bytes, volume_size,
+                     sum(o.length for m in manifests for o in m.objects), check_bytes, verify_bytes, journal_key)
+
+    def _check_unchanged_blocks(self, job: RestoreJob, plan: _Plan, lease: Lease) -> None:
+        """Blocks an increment did not store must have the parent's sha256: else the parent is not its base.
+
+        With each link's objects checked against its own sha256 file, this makes the final
+        image match the last link's sha256 file block for block (by induction over the chain).
+        """
+        with lease.reserve(plan.chain_check_bytes, "chain check digests", cancel=self._cancel):
+            for parent, child in zip(plan.links, plan.links[1:]):
+                block = child.index.info.block_size
+                covered = [(o.obj.offset // block, -(-(o.obj.offset + o.obj.length) // block)) for o in child.objects]
+                start = 0
+                for begin, end in covered + [(child.index.info.digest_count, child.index.info.digest_count)]:
+                    for first in range(start, begin, CHAIN_CHECK_BATCH_BLOCKS):
+                        self._check_cancel(job)
+                        count = min(CHAIN_CHECK_BATCH_BLOCKS, begin - first)
+                        ours, theirs = child.index.digests(first, count), parent.index.digests(first, count)
+                        if ours != theirs:
+                            bad = next(i for i in range(count) if ours[i * 32:i * 32 + 32] != theirs[i * 32:i * 32 + 32])
+                            raise ChainError(
+                                f"block {first + bad} (volume offset {(first + bad) * block}) is in none of the "
+                                f"increment's objects, yet its sha256 differs from that of the parent "
+                                f"{parent.link.prefix}: the chain is broken", backup=child.link.prefix,
+                                object_name=child.index.name)
+                    start = max(start, end)
 
     def _copy(self, job: RestoreJob, plan: _Plan, sink: Sink, lease: Lease, state: _JobState) -> None:
         in_flight = _InFlight()
         try:
-            for object_plan in plan.objects:
-                self._check_cancel(job, object_plan.obj.name)
-                try:
-                    self._restore_object(job, plan, object_plan, sink, lease, state, in_flight)
-                except RestoreError as e:
-                    raise e.located(backup=job.label, object_name=object_plan.obj.name)
+            if len(plan.links) > 1:
+                self._check_unchanged_blocks(job, plan, lease)
+            resumed: frozenset[str] = getattr(sink, "resumed_pieces", frozenset())
+            journaled = bool(getattr(sink, "journaled", False))
+            skipped = 0
+            for link_plan in plan.links:
+                for object_plan in link_plan.objects:
+                    self._check_cancel(job, object_plan.obj.name)
+                    piece = _piece_key(link_plan, object_plan)
+                    if piece in resumed:
+                        # Written and verified by the interrupted run; the whole image is checked at the end.
+                        skipped += 1
+                        state.bytes_done += object_plan.obj.length
+                        state.bytes_resumed += object_plan.obj.length
+                        continue
+                    try:
+                        self._restore_object(job, link_plan, plan, object_plan, sink, lease, state, in_flight)
+                        if journaled:
+                            self._wait_writes(in_flight)
+                            sink.record_piece(piece)  # type: ignore[attr-defined]
+                    except RestoreError as e:
+                        raise e.located(backup=link_plan.link.prefix, object_name=object_plan.obj.name)
             sink.flush()
+            if skipped:
+                self._verify_whole(job, plan, sink, lease)
         finally:
             with in_flight.cond:  # no buffer may outlive the restore's lease
                 while in_flight.count:
                     in_flight.cond.wait(0.1)
 
-    def _restore_object(self, job: RestoreJob, plan: _Plan, op: _ObjectPlan, sink: Sink, lease: Lease,
-                        state: _JobState, in_flight: _InFlight) -> None:
-        cfg, obj, store = self.config, op.obj, job.store
-        block = plan.index.info.block_size
+    @staticmethod
+    def _wait_writes(in_flight: _InFlight) -> None:
+        with in_flight.cond:
+            while in_flight.count:
+                in_flight.cond.wait(0.1)
+
+    def _verify_whole(self, job: RestoreJob, plan: _Plan, sink: Sink, lease: Lease) -> None:
+        """Read the whole image back and check every block against the last link's sha256 file."""
+        cfg = self.config
+        index = plan.links[-1].index
+        block = index.info.block_size
+        step = cfg.window_bytes // block * block
+        if step == 0:
+            raise UnsupportedBackupError(f"the window of {cfg.window_bytes} bytes is smaller than one "
+                                         f"{block}-byte sha block: cannot verify the resumed image")
+        with lease.reserve(plan.verify_bytes, "read-back window and digests", buffer_bytes=cfg.window_bytes,
+                           cancel=self._cancel) as reservation:
+            assert reservation.buffer is not None
+            view = memoryview(reservation.buffer)
+            for offset in range(0, plan.volume_size, step):
+                self._check_cancel(job)
+                n = min(step, plan.volume_size - offset)
+                got = sink.read_into(offset, view[:n])  # type: ignore[attr-defined]
+                first = offset // block
+                digests = index.digests(first, -(-n // block))
+                for i, start in enumerate(range(0, n, block)):
+                    if got < min(start + block, n) or \
+                            hashlib.sha256(view[start:min(start + block, n)]).digest() != digests[i * 32:i * 32 + 32]:
+                        raise CorruptObjectError(
+                            f"resumed image differs from the sha256 file at block {first + i} (volume offset "
+                            f"{offset + start}): the partial file was changed; restore with force",
+                            object_name=index.name)
+
+    def _restore_object(self, job: RestoreJob, link_plan: "_LinkPlan", plan: _Plan, op: _ObjectPlan, sink: Sink,
+                        lease: Lease, state: _JobState, in_flight: _InFlight) -> None:
+        cfg, obj, store = self.config, op.obj, link_plan.link.store
+        block = link_plan.index.info.block_size
         blocks = -(-obj.length // block)
-        skip_zeros = cfg.skip_zeros and sink.is_new
-        with lease.reserve(op.fixed_bytes, "digests, decoder state and input pieces", cancel=self._cancel):
-            digests = plan.index.digests(obj.offset // block, blocks)
-            position = 0
-
-            def read_piece() -> bytes:
-                nonlocal position
-                want = min(op.piece_bytes, op.stored_bytes - position)
-                if want <= 0:
-                    return b""
-                data = store.read_range(obj.name, position, want)
-                if len(data) != want:
-                    raise CorruptObjectError(f"object is truncated: read {len(data)} of {want} bytes at "
-                                             f"{position}, expected {op.stored_bytes} in all", object_name=obj.name)
-                position += want
-                return data
-
+        skip_zeros = cfg.skip_zeros and sink.is_new and link_plan.may_skip_zeros
+        with lease.reserve(op.fixed_bytes, "digests, decoder state and input piece",
+                           buffer_bytes=op.input_buffer_bytes, cancel=self._cancel) as fixed:
+            digests = link_plan.index.digests(obj.offset // block, blocks)
+            reader = ObjectReader(store, obj.name, op.stored_bytes, op.piece_bytes, fixed.buffer)
+            decoder = open_decoder(obj.codec, reader, zstd_max_window_bytes=cfg.zstd_max_window_bytes,
+                                   object_name=obj.name)
             md5 = hashlib.md5(usedforsecurity=False)
             block_hash = hashlib.sha256()
             block_fill = 0
             block_number = 0
             produced = 0
-            windows = decode_windows(obj.codec, read_piece, cfg.window_bytes, piece_bytes=op.piece_bytes,
-                                     zstd_max_window_bytes=cfg.zstd_max_window_bytes, object_name=obj.name)
-            try:
-                while True:
-                    self._check_cancel(job, obj.name)
-                    # The window's reservation exists before the window does.
-                    reservation = lease.reserve(plan.window_reserve_bytes, "output window",
-                                                may_borrow=in_flight.count > 0, cancel=self._cancel)
-                    try:
-                        window = next(windows, None)
-                        if window is None:
-                            reservation.release()
-                            break
-                        if produced + len(window) > obj.length:
-                            raise CorruptObjectError(f"decompresses to more than the {obj.length} bytes the "
-                                                     "metadata records", object_name=obj.name)
-                        md5.update(window)
-                        view = memoryview(window)
-                        taken = 0
-                        while taken < len(view):
-                            step = min(block - block_fill, len(view) - taken)
-                            block_hash.update(view[taken:taken + step])
-                            block_fill += step
-                            taken += step
-                            if block_fill == block:
-                                self._check_block(block_hash, digests, block_number, obj)
-                                block_hash, block_fill, block_number = hashlib.sha256(), 0, block_number + 1
-                        runs = nonzero_runs(window, cfg.zero_skip_granularity_bytes, obj.offset + produced) if skip_zeros \
-                            else [(0, len(window))]
-                        skipped = len(window) - sum(end - start for start, end in runs)
-                        self._write_runs(sink, obj.offset + produced, window, runs, reservation, in_flight, job)
-                    except BaseException:
-                        reservation.release()
-                        raise
-                    produced += len(window)
-                    state.bytes_done += len(window)
-                    state.bytes_skipped_zero += skipped
-            finally:
-                windows.close()
-            if produced != obj.length:
-                raise CorruptObjectError(f"decompressed to {produced} bytes, the metadata records {obj.length} "
-                                         "(truncated object?)", object_name=obj.name)
+            while produced < obj.length:
+                self._check_cancel(job, obj.name)
+                # The window's reservation exists before the window does.
+                reservation = lease.reserve(plan.window_reserve_bytes, "output window",
+                                            buffer_bytes=cfg.window_bytes,
+                                            may_borrow=in_flight.count > 0, cancel=self._cancel)
+                try:
+                    assert reservation.buffer is not None
+                    want = min(cfg.window_bytes, obj.length - produced)
+                    window = memoryview(reservation.buffer)[:want]
+                    got = decoder.readinto(window)
+                    if got < want:
+                        raise CorruptObjectError(f"decompressed to {produced + got} bytes, the metadata records "
+                                                 f"{obj.length} (truncated object?)", object_name=obj.name)
+                    md5.update(window)
+                    taken = 0
+                    while taken < want:
+                        step = min(block - block_fill, want - taken)
+                        block_hash.update(window[taken:taken + step])
+                        block_fill += step
+                        taken += step
+                        if block_fill == block:
+                            self._check_block(block_hash, digests, block_number, obj)
+                            block_hash, block_fill, block_number = hashlib.sha256(), 0, block_number + 1
+                    runs = nonzero_runs(reservation.buffer, cfg.zero_skip_granularity_bytes, obj.offset + produced,
+                                        want) if skip_zeros else [(0, want)]
+                    skipped = want - sum(end - start for start, end in runs)
+                    self._write_runs(sink, obj.offset + produced, window, runs, reservation, in_flight, job)
+                except BaseException:
+                    reservation.release()
+                    raise
+                produced += want
+                state.bytes_done += want
+                state.bytes_skipped_zero += skipped
+            if decoder.readinto(memoryview(bytearray(1))):
+                raise CorruptObjectError(f"decompresses to more than the {obj.length} bytes the metadata records",
+                                         object_name=obj.name)
+            decoder.check_end()
             if block_fill:
                 self._check_block(block_hash, digests, block_number, obj)
                 block_number += 1
@@ -454,6 +661,7 @@ class RestoreEngine:
             if obj.md5 is not None and md5.hexdigest() != obj.md5:
                 raise CorruptObjectError(f"md5 {md5.hexdigest()} does not match the metadata's {obj.md5}",
                                          object_name=obj.name)
+            del decoder, reader
 
     @staticmethod
     def _check_block(block_hash: "hashlib._Hash", digests: bytes, block_number: int, obj: BackupObject) -> None:
@@ -461,7 +669,7 @@ class RestoreEngine:
             raise CorruptObjectError(f"sha256 of the object's block {block_number} does not match the sha256 file",
                                      object_name=obj.name)
 
-    def _write_runs(self, sink: Sink, volume_offset: int, window: bytes, runs: list[tuple[int, int]],
+    def _write_runs(self, sink: Sink, volume_offset: int, window: memoryview, runs: list[tuple[int, int]],
                     reservation: "Reservation", in_flight: _InFlight, job: RestoreJob) -> None:
         """Hand the window's non-zero runs to the sink; release the window when all are done."""
         if not runs:
@@ -469,6 +677,8 @@ class RestoreEngine:
             return
         remaining = [len(runs)]
         guard = threading.Lock()
+
+        latencies = self.latencies
 
         def one_done() -> None:
             with guard:
@@ -480,17 +690,32 @@ class RestoreEngine:
                 in_flight.count -= 1
                 in_flight.cond.notify_all()
 
-        view = memoryview(window)
         for index, (start, end) in enumerate(runs):
+            try:
+                self.bucket.take(end - start, self._cancel)
+            except BaseException:
+                for _ in runs[index:]:  # never issued: release them here
+                    with guard:
+                        remaining[0] -= 1
+                        last = remaining[0] == 0
+                    if last:
+                        reservation.release()
+                raise
             with in_flight.cond:
                 while in_flight.count >= self.config.max_writes_in_flight:
                     if self._cancel.is_set():
                         break
                     in_flight.cond.wait(0.05)
                 in_flight.count += 1
-            data = window if (start, end) == (0, len(window)) else view[start:end]
+            data = window if (start, end) == (0, len(window)) else window[start:end]
             try:
-                sink.write(volume_offset + start, data, one_done)
+                issued = time.monotonic()
+
+                def timed_done(issued: float = issued, nbytes: int = end - start) -> None:
+                    latencies.add(time.monotonic() - issued, nbytes)
+                    one_done()
+
+                sink.write(volume_offset + start, data, timed_done)
             except BaseException:
                 # Writes not yet issued will never call one_done: account for them here.
                 for _ in runs[index + 1:]:

@@ -15,6 +15,13 @@ A backup with object prefix P in a container holds:
 
 The sha256 file of a 1 TiB volume holds 33 M digests (~2.4 GB of JSON); the restore must not
 load it whole, so `Sha256Index` reads the digests of one object at a time with ranged reads.
+
+Incremental backups (Cinder's ChunkedBackupDriver.backup with a parent): the metadata's
+``parent_id`` names the parent backup, ``objects`` hold only the extents whose sha256
+blocks differ from the parent's sha256 file (so objects leave gaps, each extent starts on a
+sha-block boundary), and the sha256 file lists every block of the whole volume as it was
+at this backup.  Cinder restores the full backup, then writes each incremental's objects
+over it, oldest first; the parent's container is in Cinder's database, not in the metadata.
 """
 
 from __future__ import annotations
@@ -77,12 +84,19 @@ class BackupManifest:
     created_at: str
     parent_id: str | None
     objects: tuple[BackupObject, ...]
-    volume_size: int
+    volume_size: int  # full backups: the volume's size; incrementals: the end of the last extent
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    @property
+    def is_incremental(self) -> bool:
+        return bool(self.parent_id)
 
-def read_manifest(store: BackupStore, prefix: str) -> BackupManifest:
-    """Read and check ``<prefix>_metadata``; BackupFormatError says what is wrong."""
+
+def read_manifest(store: BackupStore, prefix: str, *, allow_incremental: bool = False) -> BackupManifest:
+    """Read and check ``<prefix>_metadata``; BackupFormatError says what is wrong.
+
+    An incremental backup is refused unless `allow_incremental` (it is one link of a chain).
+    """
     name = metadata_name(prefix)
     try:
         meta = json.loads(store.get_small(name).decode("utf-8"))
@@ -96,22 +110,25 @@ def read_manifest(store: BackupStore, prefix: str) -> BackupManifest:
     if version != DRIVER_VERSION:
         raise UnsupportedBackupError(f"metadata version {version!r}, only {DRIVER_VERSION} is known",
                                      backup=prefix, object_name=name)
-    if meta.get("parent_id"):
+    incremental = bool(meta.get("parent_id"))
+    if incremental and not allow_incremental:
         raise UnsupportedBackupError(
-            f"incremental backup (parent_id {meta['parent_id']}); restoring a parent chain is not supported",
+            f"incremental backup (parent_id {meta['parent_id']}): restore it as a chain "
+            "(--chain FULL INC... DEST, or --backup-tree DIR to find its parents)",
             backup=prefix, object_name=name)
     entries = meta.get("objects")
-    if not isinstance(entries, list) or not entries:
+    if not isinstance(entries, list) or (not entries and not incremental):
         raise BackupFormatError("metadata lists no objects", backup=prefix, object_name=name)
     objects = [_parse_object(entry, prefix, name) for entry in entries]
     objects.sort(key=lambda o: o.offset)
     expected_offset = 0
     for obj in objects:
-        if obj.offset != expected_offset:
+        # A full backup covers the volume without gaps; an incremental's extents may leave gaps.
+        if obj.offset < expected_offset or (obj.offset > expected_offset and not incremental):
             kind = "gap" if obj.offset > expected_offset else "overlap"
             raise BackupFormatError(f"{kind} in the volume at offset {expected_offset} (object starts at {obj.offset})",
                                     backup=prefix, object_name=obj.name)
-        expected_offset += obj.length
+        expected_offset = obj.offset + obj.length
     return BackupManifest(
         prefix=prefix,
         version=version,
@@ -253,6 +270,15 @@ class BackupWriteStore(Protocol):
     def put_object(self, name: str, data: bytes) -> None: ...
 
 
+@dataclass(frozen=True)
+class ParentBackup:
+    """The backup an incremental one is based on (test writer)."""
+
+    store: BackupStore
+    prefix: str
+    backup_id: str
+
+
 def _compress(codec: str, data: bytes) -> bytes:
     if codec == "zlib":
         return zlib.compress(data)
@@ -293,40 +319,68 @@ def write_backup(
     backup_description: str | None = None,
     created_at: str = "2020-02-27 14:04:13+00:00",
     fall_back_to_none: bool = True,
+    parent: "ParentBackup | None" = None,
 ) -> WrittenBackup:
-    """Write a full backup the way Cinder's chunked driver does; for tests and benchmarks.
+    """Write a backup the way Cinder's chunked driver does; for tests and benchmarks.
 
     `compression` is one codec for every object or a sequence cycled per object (None or
     "none" = stored as is).  As in Cinder, a chunk that does not shrink is stored as "none"
     unless `fall_back_to_none` is False.  Chunks are held whole in memory, like Cinder.
+    With `parent` the backup is incremental, as Cinder makes it: per chunk, each run of sha
+    blocks whose sha256 differs from the parent's sha256 file becomes one object; the sha256
+    file still lists every block of the volume.
     """
     if chunk_size % sha_block_size:
         raise ValueError("chunk size is not a multiple of the sha block size")
+    parent_shas: list[str] | None = None
+    if parent is not None:
+        parent_doc = json.loads(parent.store.get_small(sha256file_name(parent.prefix), 1 << 40))
+        if parent_doc["chunk_size"] != sha_block_size:
+            raise ValueError("the parent's sha block size differs: Cinder would demand a full backup")
+        parent_shas = parent_doc["sha256s"]
     codecs = [compression] if compression is None or isinstance(compression, str) else list(compression)
     objects: list[dict[str, Any]] = []
     sha256s: list[str] = []
     names: list[str] = []
     offset = 0
-    for index, chunk in enumerate(_chunks(volume, chunk_size)):
-        codec_name = codecs[index % len(codecs)]
-        name = data_object_name(prefix, index + 1)
-        for start in range(0, len(chunk), sha_block_size):
-            sha256s.append(hashlib.sha256(chunk[start:start + sha_block_size]).hexdigest())
+
+    def put(data: bytes, volume_offset: int) -> None:
+        codec_name = codecs[len(names) % len(codecs)]
+        name = data_object_name(prefix, len(names) + 1)
         codec = canonical_codec(codec_name)
-        stored = chunk if codec == "none" else _compress(codec, chunk)
-        if codec != "none" and fall_back_to_none and len(stored) >= len(chunk):
-            codec, stored = "none", chunk
+        stored = data if codec == "none" else _compress(codec, data)
+        if codec != "none" and fall_back_to_none and len(stored) >= len(data):
+            codec, stored = "none", data
         store.put_object(name, stored)
         label = codec_name.lower() if isinstance(codec_name, str) and codec != "none" else "none"
-        objects.append({name: {"offset": offset, "length": len(chunk), "compression": label,
-                               "md5": hashlib.md5(chunk, usedforsecurity=False).hexdigest()}})
+        objects.append({name: {"offset": volume_offset, "length": len(data), "compression": label,
+                               "md5": hashlib.md5(data, usedforsecurity=False).hexdigest()}})
         names.append(name)
+
+    for chunk in _chunks(volume, chunk_size):
+        first_block = len(sha256s)
+        shas = [hashlib.sha256(chunk[start:start + sha_block_size]).hexdigest()
+                for start in range(0, len(chunk), sha_block_size)]
+        sha256s.extend(shas)
+        if parent_shas is None:
+            put(chunk, offset)
+        else:
+            if first_block + len(shas) > len(parent_shas):
+                raise ValueError("the volume grew since the parent backup: Cinder would demand a full backup")
+            extent_start = -1
+            for i, sha in enumerate(shas + [None]):
+                changed = sha is not None and sha != parent_shas[first_block + i]
+                if changed and extent_start < 0:
+                    extent_start = i
+                elif not changed and extent_start >= 0:
+                    put(chunk[extent_start * sha_block_size:i * sha_block_size], offset + extent_start * sha_block_size)
+                    extent_start = -1
         offset += len(chunk)
     common = {"version": DRIVER_VERSION, "backup_id": backup_id, "volume_id": volume_id,
               "backup_name": backup_name, "backup_description": backup_description, "created_at": created_at}
     sha_doc = dict(common, chunk_size=sha_block_size, sha256s=sha256s)
     store.put_object(sha256file_name(prefix), json.dumps(sha_doc, sort_keys=True, indent=2).encode("utf-8"))
-    meta_doc = dict(common, objects=objects, parent_id=None, volume_meta=None)
+    meta_doc = dict(common, objects=objects, parent_id=parent.backup_id if parent else None, volume_meta=None)
     store.put_object(metadata_name(prefix), json.dumps(meta_doc, sort_keys=True, indent=2).encode("utf-8"))
     return WrittenBackup(prefix, backup_id, volume_id, offset, tuple(names))
 

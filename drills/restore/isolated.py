@@ -66,6 +66,8 @@ class IsolatedRunSpec:
     raw_bytes_per_image: int = 64 * MiB
     raw_write_bytes: int = 4 * MiB
     malloc_env: dict[str, str] = field(default_factory=dict)  # e.g. {"MALLOC_ARENA_MAX": "2"}
+    max_rate_bytes_per_s: float = 0.0  # engine: written bytes/s for all restores (0 = unlimited)
+    adaptive_rate: bool = False  # engine: back off on slow ops / rising write p99
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -208,7 +210,10 @@ def _child_engine(spec: IsolatedRunSpec, connection: Any) -> dict[str, Any]:
                     name=f"{j.image}:{j.backup.prefix}") for j in spec.jobs if j.backup]
     engine = RestoreEngine(EngineConfig(memory_budget_bytes=spec.budget_bytes, concurrency=spec.concurrency,
                                         window_bytes=spec.window_bytes, read_piece_bytes=spec.read_piece_bytes,
-                                        max_writes_in_flight=spec.writes_in_flight))
+                                        max_writes_in_flight=spec.writes_in_flight,
+                                        max_rate_bytes_per_s=spec.max_rate_bytes_per_s,
+                                        adaptive_rate=spec.adaptive_rate),
+                           slow_ops_probe=connection.slow_ops_probe() if spec.adaptive_rate else None)
     report = engine.run(jobs)
     outcomes = [JobOutcome(r.name, r.target.rsplit("/", 1)[-1], r.status, r.error, r.cleanup) for r in report.results]
     return dict(seconds=report.seconds, bytes_logical=report.bytes_restored,
@@ -299,6 +304,10 @@ def _child_raw(spec: IsolatedRunSpec, connection: Any) -> dict[str, Any]:
 
 def child_main() -> int:
     spec = IsolatedRunSpec.from_json(sys.stdin.read())
+    if spec.mode == "engine":
+        from drills.restore.memory import prepare_process_allocator
+
+        prepare_process_allocator()  # as `drill restore` does; MALLOC_* in malloc_env win
     from drills.restore.sinks import RbdConnection
 
     connection = RbdConnection.from_target(spec.target_path)

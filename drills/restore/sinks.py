@@ -8,6 +8,7 @@ target now looks complete) or `abort()` (it is removed, or flagged as incomplete
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -36,22 +37,37 @@ class Sink(Protocol):
 
     def commit(self) -> None: ...
 
-    def abort(self) -> str: ...
+    def abort(self, keep_for_resume: bool = False) -> str: ...
+
+
+JOURNAL_VERSION = 1
 
 
 class FileSink:
-    """A regular file (written to a temporary name, renamed on success) or a block device."""
+    """A regular file (written to a partial name, renamed on success) or a block device.
+
+    A regular file is restored into ``.NAME.restore-partial`` next to it, with a journal
+    ``.NAME.restore-journal``: one fsync'd JSON line per piece (a backup object) written,
+    verified and made durable.  A cancelled restore keeps both, so that ``--resume`` skips
+    the journaled pieces after Ctrl-C, kill -9 or a crash; until the rename nothing at the
+    target's name looks like a finished restore.
+    """
 
     copy_factor = 0  # pwrite hands the buffer to the kernel; no user-space copy
+    overhead_bytes = 0
 
-    def __init__(self, path: str | os.PathLike[str], size: int, *, force: bool = False, owner: str = "") -> None:
+    def __init__(self, path: str | os.PathLike[str], size: int, *, force: bool = False, owner: str = "",
+                 resume: bool = False, journal_key: str = "") -> None:
         self.path = Path(path)
         self.size = size
         self.description = str(self.path)
         self._owner = owner
         self._fd = -1
         self._temp: Path | None = None
+        self._journal: Path | None = None
+        self._journal_fd = -1
         self._done = False
+        self.resumed_pieces: frozenset[str] = frozenset()
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -73,18 +89,97 @@ class FileSink:
         if st is not None and st.st_size > 0 and not force:
             raise TargetError(f"target {self.path} exists and is not empty ({st.st_size} bytes); use force",
                               backup=owner)
-        # Restore into a temporary file next to the target: until the rename in commit()
-        # nothing at the target's name looks like a finished restore.
-        self._temp = self.path.with_name(f".{self.path.name}.restore-partial.{os.getpid()}.{id(self):x}")
+        self._temp = self.path.with_name(f".{self.path.name}.restore-partial")
+        self._journal = self.path.with_name(f".{self.path.name}.restore-journal")
+        leftover = self._temp.exists() or self._journal.exists()
+        if leftover and resume:
+            self._open_resumed(journal_key)
+        else:
+            if leftover and not force:
+                raise TargetError(f"an interrupted restore of {self.path} left {self._temp.name} and "
+                                  f"{self._journal.name}: use resume to continue it or force to start over",
+                                  backup=owner)
+            self._open_fresh(journal_key)
+        self.is_new = True  # never-written ranges of the partial file are holes: they read as zeros
+
+    def _open_fresh(self, journal_key: str) -> None:
+        assert self._temp is not None and self._journal is not None
+        self._journal.unlink(missing_ok=True)
+        self._temp.unlink(missing_ok=True)
         try:
             self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            os.ftruncate(self._fd, size)  # sparse: reads as zeros, so zero windows are skipped
+            os.ftruncate(self._fd, self.size)  # sparse: reads as zeros, so zero windows are skipped
+            self._journal_fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                                       0o600)
+            self._append_journal({"journal": JOURNAL_VERSION, "key": journal_key, "size": self.size})
+            _fsync_dir(self.path.parent)
         except OSError as e:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._temp.unlink(missing_ok=True)
-            raise TargetError(f"cannot create {self._temp}: {e.strerror}", backup=owner) from None
-        self.is_new = True
+            self._close_fds()
+            self._temp.unlink(missing_ok=True)
+            self._journal.unlink(missing_ok=True)
+            raise TargetError(f"cannot create {self._temp}: {e.strerror}", backup=self._owner) from None
+
+    def _open_resumed(self, journal_key: str) -> None:
+        assert self._temp is not None and self._journal is not None
+        try:
+            lines = self._journal.read_bytes().split(b"\n")
+            header = json.loads(lines[0])
+        except (OSError, ValueError, IndexError) as e:
+            raise TargetError(f"journal {self._journal} is unreadable ({e}); use force to start over",
+                              backup=self._owner) from None
+        if header.get("journal") != JOURNAL_VERSION or header.get("key") != journal_key \
+                or header.get("size") != self.size:
+            raise TargetError(f"journal {self._journal} belongs to another restore (backup or size differ); "
+                              "use force to start over", backup=self._owner)
+        pieces = set()
+        for line in lines[1:]:
+            try:
+                pieces.add(json.loads(line)["piece"])
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line (crash mid-append): that piece is restored again
+        try:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CLOEXEC)
+            if os.fstat(self._fd).st_size != self.size:
+                raise TargetError(f"{self._temp.name} is not {self.size} bytes; use force to start over",
+                                  backup=self._owner)
+            self._journal_fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as e:
+            self._close_fds()
+            raise TargetError(f"cannot resume into {self._temp}: {e.strerror}", backup=self._owner) from None
+        self.resumed_pieces = frozenset(pieces)
+
+    def _append_journal(self, record: dict[str, object]) -> None:
+        os.write(self._journal_fd, json.dumps(record, sort_keys=True).encode() + b"\n")
+        os.fsync(self._journal_fd)
+
+    @property
+    def journaled(self) -> bool:
+        return self._journal_fd >= 0
+
+    def record_piece(self, piece: str) -> None:
+        """`piece` is written and verified: make the data durable, then the journal line."""
+        os.fsync(self._fd)
+        self._append_journal({"piece": piece})
+
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Read back what was restored (the final whole-image check after a resume)."""
+        fd = os.open(self._temp if self._temp is not None else self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            done = 0
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], offset + done)
+                if got == 0:
+                    break
+                done += got
+            return done
+        finally:
+            os.close(fd)
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._journal_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._journal_fd = -1
 
     def write(self, offset: int, data: bytes, on_done: Callable[[], None]) -> None:
         try:
@@ -104,21 +199,27 @@ class FileSink:
 
     def commit(self) -> None:
         self.flush()
-        os.close(self._fd)
-        self._fd = -1
+        self._close_fds()
         if self._temp is not None:
             os.replace(self._temp, self.path)
+            if self._journal is not None:
+                self._journal.unlink(missing_ok=True)
             _fsync_dir(self.path.parent)
         self._done = True
 
-    def abort(self) -> str:
+    def abort(self, keep_for_resume: bool = False) -> str:
         if self._done:
             return "nothing to undo"
         self._done = True
         if self._temp is not None:
-            if self._fd >= 0:
-                os.close(self._fd)
+            if keep_for_resume and self.journaled:
+                os.fsync(self._fd)
+                self._close_fds()
+                return f"kept {self._temp.name} and {self._journal.name if self._journal else ''} for --resume"
+            self._close_fds()
             self._temp.unlink(missing_ok=True)
+            if self._journal is not None:
+                self._journal.unlink(missing_ok=True)
             return f"removed partial file {self._temp.name}"
         try:
             os.pwrite(self._fd, bytes(min(HEADER_WIPE_BYTES, self.size)), 0)
@@ -150,9 +251,12 @@ class RbdSink:
     pre-existing one, zeroes the first MiB and leaves the flag.
     """
 
-    # librbd's copy, plus our bytes() copy of a memoryview run when zero-skipping splits
-    # a window (python-rbd's aio_write takes bytes only).
+    # librbd's copy, plus our bytes() copy of the pooled window (python-rbd's aio_write
+    # takes bytes only).
     copy_factor = 2
+    # An open image besides the buffers: librbd's ImageCtx, its object dispatchers and the
+    # image's header watch (rbd_cache is off).  An allowance, not yet measured per image.
+    overhead_bytes = 1024 * 1024
 
     def __init__(self, ioctx: Any, image_name: str, size: int, *, force: bool = False, owner: str = "",
                  on_close: Callable[[], None] | None = None) -> None:
@@ -246,7 +350,7 @@ class RbdSink:
         if self._on_close:
             self._on_close()
 
-    def abort(self) -> str:
+    def abort(self, keep_for_resume: bool = False) -> str:
         if self._done:
             return "nothing to undo"
         self._wait_idle()  # librbd still holds our buffers until the completions fire
@@ -325,6 +429,12 @@ class RbdConnection:
                 except Exception as e:
                     raise TargetError(f"cannot open pool {pool!r}: {e}") from None
             return self._ioctxs[pool]
+
+    def slow_ops_probe(self) -> Callable[[], int | None]:
+        """Slow ops the cluster reports (health check SLOW_OPS), for the adaptive rate limit."""
+        from drills.restore.throttle import rados_slow_ops_probe
+
+        return rados_slow_ops_probe(self._cluster)
 
     def open_sink(self, pool: str, image: str, size: int, *, force: bool = False, owner: str = "") -> RbdSink:
         return RbdSink(self.ioctx(pool), image, size, force=force, owner=owner)

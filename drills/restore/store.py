@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from drills.restore.errors import BackupFormatError, MissingObjectError
+from drills.restore.errors import BackupFormatError, CorruptObjectError, MissingObjectError
 
 # Cinder's posix driver: SHA block 32 KiB, file size 61035 * 32 KiB (~1.86 GiB).
 CINDER_SHA_BLOCK_BYTES = 32 * 1024
@@ -39,6 +39,52 @@ class BackupStore(Protocol):
     def get_small(self, name: str, limit: int = SMALL_OBJECT_LIMIT_BYTES) -> bytes:
         """A whole small object (metadata); BackupFormatError if it exceeds `limit`."""
         ...
+
+
+def store_reads_into(store: BackupStore) -> bool:
+    """True if the store fills a caller's buffer (read_into) instead of returning a bytes copy."""
+    return callable(getattr(store, "read_into", None))
+
+
+class ObjectReader:
+    """One stored object read front to back into a reused buffer (`PieceSource` of the decoders).
+
+    Stores with `read_into(name, offset, view) -> int` fill the buffer directly; others return
+    bytes that are copied in (the engine reserves that transient copy too).
+    """
+
+    def __init__(self, store: BackupStore, name: str, size: int, piece_bytes: int,
+                 buffer: bytearray | None) -> None:
+        self._store = store
+        self._name = name
+        self._size = size
+        self._piece_bytes = piece_bytes
+        self._buffer = memoryview(buffer) if buffer is not None else None
+        self._read_into = getattr(store, "read_into", None)
+        self.position = 0
+
+    def read_into(self, view: memoryview) -> int:
+        want = min(len(view), self._size - self.position)
+        if want <= 0:
+            return 0
+        if self._read_into is not None:
+            got = self._read_into(self._name, self.position, view[:want])
+        else:
+            data = self._store.read_range(self._name, self.position, want)
+            got = len(data)
+            view[:got] = data
+            del data
+        if got != want:
+            raise CorruptObjectError(f"object is truncated: read {got} of {want} bytes at {self.position}, "
+                                     f"expected {self._size} in all", object_name=self._name)
+        self.position += got
+        return got
+
+    def next_piece(self) -> memoryview:
+        if self._buffer is None:
+            raise RuntimeError("this reader has no piece buffer")
+        got = self.read_into(self._buffer[:self._piece_bytes])
+        return self._buffer[:got]
 
 
 def cinder_posix_container(backup_id: str) -> str:
@@ -85,6 +131,23 @@ class PosixBackupStore:
             raise MissingObjectError(f"object vanished from {self.root}", object_name=name) from None
         try:
             return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def read_into(self, name: str, offset: int, view: memoryview) -> int:
+        """Fill `view` from `offset` (fewer bytes only at the end of the object); no copy."""
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MissingObjectError(f"object vanished from {self.root}", object_name=name) from None
+        try:
+            done = 0
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], offset + done)
+                if got == 0:
+                    break
+                done += got
+            return done
         finally:
             os.close(fd)
 

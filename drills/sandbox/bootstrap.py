@@ -13,12 +13,15 @@ import os
 import secrets
 import shutil
 import struct
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import psutil
 
@@ -43,6 +46,11 @@ MGR_ID = "x"
 RGW = "client.rgw.sandbox"
 RGW_PORT = 7480
 S3_USER = "drills"
+SYSTEM_MGR_MODULES = Path("/usr/share/ceph/mgr")
+MGR_INITIAL_MODULES = ("iostat",)  # enabled at the mgr's first start, besides the always-on ones
+
+if TYPE_CHECKING:
+    from drills.cluster import CephCluster
 
 Log = Callable[[str], None]
 
@@ -51,7 +59,9 @@ Log = Callable[[str], None]
 class UpResult:
     target: Target
     seconds: float
-    steps: list[tuple[str, float]]  # (step, seconds since start)
+    steps: list[tuple[str, float]]  # (step, seconds since start when it was done)
+    # (step, seconds the step itself took): steps run side by side, so these overlap
+    step_seconds: list[tuple[str, float]] = field(default_factory=list)
 
 
 def make_key() -> str:
@@ -115,10 +125,13 @@ def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
             "mon_data_avail_crit": "1",
             "mon_warn_on_pool_no_redundancy": "false" if spec.pool_size == 1 else "true",
             "mon_warn_on_pool_pg_num_not_power_of_two": "false",
-            "mgr_initial_modules": "iostat",
+            "mgr_initial_modules": " ".join(MGR_INITIAL_MODULES),
         },
-        "mon": {"mon_data": f"{d}/mon/$cluster-$id"},
-        "mgr": {"mgr_data": f"{d}/mgr/$cluster-$id"},
+        # The drills' cluster-log watch refills an entry its subscription missed from `log last`
+        # (drills/telemetry/clusterlog.py); Ceph keeps 50 per channel by default, a few seconds of a busy mgr.
+        "mon": {"mon_data": f"{d}/mon/$cluster-$id", "mon_log_max_summary": "10000"},
+        # only the modules the mgr runs (see link_mgr_modules): it imports all it finds at start
+        "mgr": {"mgr_data": f"{d}/mgr/$cluster-$id", "mgr_module_path": f"{d}/mgr-modules"},
         "osd": {
             "osd_data": f"{d}/osd/$cluster-$id",
             "osd_objectstore": "bluestore",
@@ -137,6 +150,9 @@ def ceph_conf(spec: SandboxSpec, fsid: str) -> str:
             # for minutes under a drill's load. 32 MiB buffers turn over in seconds, so RSS
             # before a fault is a steady state and RSS after recovery shows what recovery left.
             "bluestore_rocksdb_options": ROCKSDB_OPTIONS,
+            # Every drill ends with a deep scrub of its own PGs (drills/invariants.py): without the
+            # backoff those scrubs start at once (measured: 17 s instead of 55-63 s for a drill's 52 PGs).
+            "osd_scrub_backoff_ratio": "0",
         },
     }
     for h in spec.osd_hosts:
@@ -279,13 +295,22 @@ def up(spec: SandboxSpec, log: Log = print, timeout: float = 300) -> UpResult:
     """
     from drills.cluster import CephCluster, ClusterError
 
-    check_prerequisites(spec)
     t0 = time.monotonic()
     steps: list[tuple[str, float]] = []
+    step_seconds: list[tuple[str, float]] = []
+    lock = threading.Lock()
 
-    def step(name: str) -> None:
-        steps.append((name, time.monotonic() - t0))
-        log(f"[{time.monotonic() - t0:5.1f}s] {name}")
+    def step(name: str, started: float | None = None) -> None:
+        """Record a finished step (`started`: when it began, monotonic; default: when the one before ended)."""
+        now = time.monotonic()
+        with lock:  # steps finish in several threads
+            began = started if started is not None else t0 + (steps[-1][1] if steps else 0.0)
+            steps.append((name, now - t0))
+            step_seconds.append((name, now - began))
+        log(f"[{now - t0:5.1f}s] {name}")
+
+    check_prerequisites(spec)
+    step("prerequisites checked")
 
     existing = load_spec(spec.dir)
     if existing == spec and spec.target_path.exists():
@@ -296,7 +321,7 @@ def up(spec: SandboxSpec, log: Log = print, timeout: float = 300) -> UpResult:
             with CephCluster(t, connect_timeout=5) as c:
                 if c.health_status() == "HEALTH_OK" and len(c.osds_up()) == spec.osd_count:
                     log("sandbox already up and HEALTH_OK")
-                    return UpResult(t, time.monotonic() - t0, steps)
+                    return UpResult(t, time.monotonic() - t0, steps, step_seconds)
         except (ClusterError, SandboxError, Exception):  # noqa: BLE001 - anything wrong: rebuild
             pass
     if existing is not None or spec.path.exists() or _leftovers(spec):
@@ -304,9 +329,11 @@ def up(spec: SandboxSpec, log: Log = print, timeout: float = 300) -> UpResult:
         down(existing or spec, log=lambda m: None)
         if existing is not None and existing.prefix != spec.prefix:
             down(spec, log=lambda m: None)
+        step("earlier sandbox removed")
 
     try:
-        return _bring_up(spec, log, step, t0, steps, timeout)
+        target = _bring_up(spec, step, timeout)
+        return UpResult(target, time.monotonic() - t0, steps, step_seconds)
     except BaseException:
         log("start-up failed: tearing the half-built sandbox down")
         down(spec, log=lambda m: None)
@@ -317,13 +344,21 @@ def _leftovers(spec: SandboxSpec) -> bool:
     return bool(hostctl.sandbox_processes(spec)) or any(n.startswith(f"{spec.prefix}-") for n in hostctl.list_netns()) or hostctl.link_exists(spec.bridge)
 
 
-def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: float, steps: list, timeout: float) -> UpResult:
+Step = Callable[..., None]  # step(name, started=None): record a finished step
+
+
+def _bring_up(spec: SandboxSpec, step: Step, timeout: float) -> Target:
+    """Build the sandbox. After the mon, what does not depend on each other runs side by side: the mgr,
+    the OSDs (each made and started on its own), the pools (created before the OSDs exist, so that all
+    their PGs peer at once when the OSDs come up) and radosgw (which waits for its pools itself). Then
+    one wait for every OSD up, every PG active+clean and HEALTH_OK, polled on `ceph status`."""
     from drills.cluster import CephCluster
 
     d = spec.path
     for sub in ("run", "log", "keyring", "mon", "mgr", "osd", "rgw", "crash", "state"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     save_spec(spec)
+    hostctl.set_allocator(spec, spec.allocator)  # before the first daemon starts: every start reads it
     fsid = str(uuid.uuid4())
     spec.conf_path.write_text(ceph_conf(spec, fsid))
 
@@ -331,6 +366,7 @@ def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: floa
     step(f"network: bridge {spec.bridge}, {len(spec.hosts)} namespaces on {spec.subnet}")
 
     # Keys: mon., client.admin, mgr and rgw go into the mon's initial keyring.
+    started = time.monotonic()
     admin_key = make_key()
     spec.admin_keyring.write_text(keyring_text("client.admin", admin_key, {"mon": "allow *", "osd": "allow *", "mgr": "allow *", "mds": "allow *"}))
     os.chmod(spec.admin_keyring, 0o600)
@@ -347,64 +383,207 @@ def _bring_up(spec: SandboxSpec, log: Log, step: Callable[[str], None], t0: floa
     monmap = d / "monmap"
     hostctl.sh("monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:{svc.address}:3300,v1:{svc.address}:6789]", str(monmap), "--clobber")
     hostctl.sh("ceph-mon", "-c", str(spec.conf_path), "--mkfs", "-i", MON_ID, "--monmap", str(monmap), "--keyring", str(mon_keyring))
-    hostctl.start_daemon(spec, svc, f"mon.{MON_ID}")
-    step("mon.a started")
-
+    svc_procs = svc_cgroup_procs(spec)
+    hostctl.start_daemon(spec, svc, f"mon.{MON_ID}", svc_procs)
     target = to_target(spec, fsid)
     dump_target(target, spec.target_path, header=TARGET_HEADER)
     cluster = CephCluster(target, connect_timeout=30).connect()
-    try:
+    step("mon.a started", started)
+
+    failed = threading.Event()  # one part failed: the others stop waiting
+    deadline = time.monotonic() + timeout
+
+    def start_mgr() -> None:
+        began = time.monotonic()
+        always_on = cluster.mon_command("mgr module ls").get("always_on_modules", [])
+        link_mgr_modules(spec, [*always_on, *MGR_INITIAL_MODULES])
         mgr_dir = d / "mgr" / f"ceph-{MGR_ID}"
         mgr_dir.mkdir(parents=True, exist_ok=True)
         (mgr_dir / "keyring").write_text(keyring_text(f"mgr.{MGR_ID}", mgr_key, {}))
-        hostctl.start_daemon(spec, svc, f"mgr.{MGR_ID}")
-        step("mgr.x started")
+        hostctl.start_daemon(spec, svc, f"mgr.{MGR_ID}", svc_procs)
+        step("mgr.x started", began)
+        began = time.monotonic()
+        # Until the mgr is active there are no PG states (status shows none): the usual last step of `up`.
+        _wait_until(lambda: bool(cluster.mon_command("mgr dump").get("available")), deadline, "mgr.x active", failed)
+        step("mgr.x active", began)
 
-        # OSDs: register ids and keys with the mon, mkfs in parallel, start in parallel.
-        osd_keys: dict[int, tuple[str, str]] = {}
-        for h in spec.osd_hosts:
-            for i in h.osd_ids:
-                osd_uuid, key = str(uuid.uuid4()), make_key()
-                cluster.mon_command("osd new", inbuf=json.dumps({"cephx_secret": key}).encode(), uuid=osd_uuid, id=i)
-                odir = d / "osd" / f"ceph-{i}"
-                odir.mkdir(parents=True, exist_ok=True)
-                (odir / "keyring").write_text(keyring_text(f"osd.{i}", key, {}))
-                osd_keys[i] = (osd_uuid, key)
-
-        def mkfs(i: int) -> None:
-            hostctl.sh("ceph-osd", "-c", str(spec.conf_path), "-i", str(i), "--mkfs", "--osd-uuid", osd_keys[i][0], timeout=300)
-
-        with ThreadPoolExecutor(max_workers=4) as ex:
-            list(ex.map(mkfs, sorted(osd_keys)))
-        step(f"{spec.osd_count} BlueStore OSDs created")
+    def make_and_start_osds() -> None:
+        began = time.monotonic()
+        ids = [i for h in spec.osd_hosts for i in h.osd_ids]
+        osd_uuids = {i: str(uuid.uuid4()) for i in ids}
+        osd_keys = {i: make_key() for i in ids}
         procs = host_cgroup_procs(spec)
-        with ThreadPoolExecutor(max_workers=4) as ex:
-            list(ex.map(lambda hi: hostctl.start_daemon(spec, hi[0], f"osd.{hi[1]}", procs.get(hi[0].name)), [(h, i) for h in spec.osd_hosts for i in h.osd_ids]))
-        step("OSDs started" + (f" (each host's in a {spec.host_memory >> 20} MiB memory cgroup)" if spec.host_memory else ""))
 
-        for pool, app, pgs in ((target.cluster.rbd_pool, "rbd", 32), (target.cluster.rados_pool, "drills", 32)):
-            cluster.mon_command("osd pool create", pool=pool, pg_num=pgs, pgp_num=pgs, pool_type="replicated")
-            cluster.mon_command("osd pool application enable", pool=pool, app=app, yes_i_really_mean_it=True)
+        def make_and_start(i: int) -> None:
+            # `osd new` from every thread at once: the mon commits them in one or two osdmap epochs
+            cluster.mon_command("osd new", inbuf=json.dumps({"cephx_secret": osd_keys[i]}).encode(), uuid=osd_uuids[i], id=i)
+            odir = d / "osd" / f"ceph-{i}"
+            odir.mkdir(parents=True, exist_ok=True)
+            (odir / "keyring").write_text(keyring_text(f"osd.{i}", osd_keys[i], {}))
+            hostctl.sh("ceph-osd", "-c", str(spec.conf_path), "-i", str(i), "--mkfs", "--osd-uuid", osd_uuids[i], timeout=300)
+            h = spec.host_of_osd(i)
+            hostctl.start_daemon(spec, h, f"osd.{i}", procs.get(h.name))
+
+        with ThreadPoolExecutor(max_workers=len(ids)) as ex:
+            list(ex.map(make_and_start, ids))
+        step(f"{spec.osd_count} BlueStore OSDs made and started"
+             + (f" (each host's in a {spec.host_memory >> 20} MiB memory cgroup)" if spec.host_memory else ""), began)
+
+    def create_pools() -> None:
+        began = time.monotonic()
+        pools = [(target.cluster.rbd_pool, "rbd", 32), (target.cluster.rados_pool, "drills", 32)]
+        if spec.rgw:
+            # The pools radosgw makes at its first start (8 PGs each: osd_pool_default_pg_num), made here
+            # with the others so that radosgw does not create them one after the other, each waiting to peer.
+            pools += [(p, "rgw", 8) for p in RGW_POOLS]
+        with ThreadPoolExecutor(max_workers=len(pools)) as ex:  # one osdmap epoch for all, not one each
+            list(ex.map(lambda p: cluster.mon_command("osd pool create", pool=p[0], pg_num=p[2], pgp_num=p[2],
+                                                      pool_type="replicated"), pools))
+            list(ex.map(lambda p: cluster.mon_command("osd pool application enable", pool=p[0], app=p[1],
+                                                      yes_i_really_mean_it=True), pools))
+        if spec.rgw:  # what radosgw sets on the mostly-omap pool it creates (rgw_rados_pool_autoscale_bias)
+            cluster.mon_command("osd pool set", pool=RGW_META_POOL, var="pg_autoscale_bias", val="4")
+        step(f"pools created: {', '.join(p[0] for p in pools)}", began)
         import rbd
 
+        began = time.monotonic()
         with cluster.open_ioctx(target.cluster.rbd_pool) as io:
-            rbd.RBD().pool_init(io, True)
-        step("pools rbd and drills created")
+            rbd.RBD().pool_init(io, True)  # waits for the rbd pool's PGs to be active
+        step("rbd pool initialised", began)
 
-        if spec.rgw:
-            (d / "keyring" / f"{RGW}.keyring").write_text(keyring_text(RGW, rgw_key, {}))
-            hostctl.start_daemon(spec, svc, RGW)
-            creds = _create_s3_user(spec)
-            step(f"radosgw on {svc.address}:{RGW_PORT}, S3 user {creds['user']}")
+    def start_rgw() -> None:
+        began = time.monotonic()
+        (d / "keyring" / f"{RGW}.keyring").write_text(keyring_text(RGW, rgw_key, {}))
+        hostctl.start_daemon(spec, svc, RGW, svc_procs)
+        endpoint = f"http://{svc.address}:{RGW_PORT}"
+        _wait_until(lambda: rgw_answers(endpoint), deadline, f"radosgw answering on {endpoint}", failed)
+        step(f"radosgw serving on {svc.address}:{RGW_PORT}", began)
+        began = time.monotonic()
+        creds = _create_s3_user(spec)
+        step(f"S3 user {creds['user']} created", began)
 
-        cluster.wait_for_osds(up=set(range(spec.osd_count)), timeout=timeout)
-        # Health can read OK while freshly created PGs are still "unknown": wait for clean first.
-        cluster.wait_for_clean(timeout=timeout)
-        cluster.wait_for_health_ok(timeout=timeout)
-        step("HEALTH_OK")
+    try:
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            try:
+                rgw = ex.submit(_flag_failure, start_rgw, failed) if spec.rgw else None
+                for f in [ex.submit(_flag_failure, part, failed) for part in (start_mgr, make_and_start_osds, create_pools)]:
+                    f.result()  # the first failure raises (the others have stopped waiting)
+                # radosgw (serving, then its S3 user) goes on meanwhile: health does not wait for it
+                began = time.monotonic()
+                _wait_until(lambda: _cluster_ready(cluster, spec.osd_count), deadline,
+                            f"{spec.osd_count} OSDs up, all PGs active+clean and HEALTH_OK", failed,
+                            state=lambda: _cluster_state(cluster))
+                step("HEALTH_OK", began)
+                if rgw is not None:
+                    rgw.result()
+            except BaseException:
+                failed.set()  # the parts still waiting stop, so the pool's exit does not wait out their timeouts
+                raise
     finally:
         cluster.close()
-    return UpResult(target, time.monotonic() - t0, steps)
+    return target
+
+
+# The mgr imports every module it finds in mgr_module_path at start (to read their options), enabled or
+# not: ~20 s of Python imports on 2 busy cores for 28 modules, of which it runs 11. The sandbox's
+# mgr_module_path holds links to only the always-on modules (the mon's list for this release) and these.
+
+
+def mgr_module_dir(spec: SandboxSpec) -> Path:
+    return spec.path / "mgr-modules"
+
+
+def link_mgr_modules(spec: SandboxSpec, modules: list[str], source: Path = SYSTEM_MGR_MODULES) -> list[str]:
+    """Link `modules` (and the shared top-level .py files) from `source` into the sandbox's mgr_module_path;
+    returns the modules linked (one missing from `source` is left out: the mgr reports it as it would)."""
+    target = mgr_module_dir(spec)
+    target.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for entry in sorted(source.iterdir()):
+        if entry.suffix == ".py" or (entry.is_dir() and entry.name in modules):
+            link = target / entry.name
+            if not link.is_symlink():
+                link.symlink_to(entry)
+            if entry.is_dir():
+                linked.append(entry.name)
+    return linked
+
+
+# radosgw's own pools in the default zone (Ceph 16.2), made at its first start.
+RGW_META_POOL = "default.rgw.meta"
+RGW_POOLS = (".rgw.root", "default.rgw.log", "default.rgw.control", RGW_META_POOL)
+
+
+def _flag_failure(part: Callable[[], None], failed: threading.Event) -> None:
+    try:
+        part()
+    except BaseException:
+        failed.set()
+        raise
+
+
+class _Aborted(SandboxError):
+    pass
+
+
+def _wait_until(check: Callable[[], bool], deadline: float, what: str, failed: threading.Event,
+                state: Callable[[], str] | None = None, interval: float = 0.2) -> None:
+    """Poll `check` every `interval` s until it holds; raise at `deadline` (with the last state seen) or as
+    soon as another part of the start-up has failed. A check that raises counts as not yet."""
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - the cluster is still coming up
+            pass
+        if failed.is_set():
+            raise _Aborted(f"stopped waiting for {what}: another start-up step failed")
+        if time.monotonic() > deadline:
+            last = ""
+            if state is not None:
+                try:
+                    last = f"; last seen: {state()}"
+                except Exception as e:  # noqa: BLE001
+                    last = f"; state unreadable: {e}"
+            raise SandboxError(f"timed out waiting for {what}{last}; see the logs in the sandbox's log/ directory")
+        time.sleep(interval)
+
+
+def rgw_answers(endpoint: str) -> bool:
+    """True once radosgw answers HTTP (any status: an S3 error page is an answer)."""
+    try:
+        with urllib.request.urlopen(endpoint, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def cluster_ready(status: dict, osd_count: int) -> bool:
+    """Pure: a `ceph status` reply says every OSD is up, every PG active+clean (none unknown or
+    creating: health can read OK before fresh PGs are reported) and HEALTH_OK."""
+    pgmap = status["pgmap"]
+    osdmap = status["osdmap"]
+    osdmap = osdmap.get("osdmap", osdmap)
+    states = {s["state_name"]: s["count"] for s in pgmap.get("pgs_by_state", [])}
+    return (
+        status["health"]["status"] == "HEALTH_OK"
+        and osdmap.get("num_up_osds") == osd_count
+        and pgmap.get("num_pgs", 0) > 0
+        and states.get("active+clean", 0) == pgmap["num_pgs"]
+    )
+
+
+def _cluster_ready(cluster: CephCluster, osd_count: int) -> bool:
+    return cluster_ready(cluster.status(), osd_count)
+
+
+def _cluster_state(cluster: CephCluster) -> str:
+    st = cluster.status()
+    states = ", ".join(f"{s['count']} {s['state_name']}" for s in st["pgmap"].get("pgs_by_state", []))
+    osdmap = st["osdmap"].get("osdmap", st["osdmap"])
+    return f"{st['health']['status']}, {osdmap.get('num_up_osds')} OSDs up, PGs: {states or 'none'}"
 
 
 def host_cgroup_procs(spec: SandboxSpec) -> dict[str, Path]:
@@ -415,6 +594,16 @@ def host_cgroup_procs(spec: SandboxSpec) -> dict[str, Path]:
 
     try:
         return {h.name: HostCgroup.of(spec.prefix, h.name).create(spec.host_memory or None).procs for h in spec.osd_hosts}
+    except CgroupError as e:
+        raise SandboxError(str(e)) from None
+
+
+def svc_cgroup_procs(spec: SandboxSpec) -> Path:
+    """The service host's memory cgroup (never limited): its OOM kills are its own to count, like an OSD host's."""
+    from drills.sandbox.cgroups import CgroupError, HostCgroup
+
+    try:
+        return HostCgroup.of(spec.prefix, spec.service_host.name).create(None).procs
     except CgroupError as e:
         raise SandboxError(str(e)) from None
 
@@ -446,19 +635,39 @@ class DownResult:
     processes_killed: int
     removed: list[str]
     seconds: float
+    step_seconds: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds it took)
 
 
 def down(spec: SandboxSpec, log: Log = print, keep_dir: bool = False) -> DownResult:
     """Stop every daemon and remove namespaces, links, nft tables, cgroups and the directory."""
     t0 = time.monotonic()
+    step_seconds: list[tuple[str, float]] = []
+    last = t0
+
+    def step(name: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        step_seconds.append((name, now - last))
+        last = now
+
     killed = hostctl.kill_all(spec)
-    removed = hostctl.delete_network(spec)
-    removed += remove_cgroups(spec)
-    if not keep_dir and spec.path.exists():
-        shutil.rmtree(spec.path, ignore_errors=True)
-        removed.append(str(spec.path))
+    step("processes killed")
+
+    def remove_dir() -> list[str]:
+        if keep_dir or not spec.path.exists():
+            return []
+        shutil.rmtree(spec.path, ignore_errors=True)  # freeing the OSD files' extents takes a while
+        return [str(spec.path)]
+
+    # With every process gone, the network, the cgroups and the directory do not depend on each other.
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        dir_removed = ex.submit(remove_dir)
+        removed = hostctl.delete_network(spec)
+        removed += remove_cgroups(spec)
+        removed += dir_removed.result()
+    step("namespaces, links, cgroups and directory removed")
     log(f"sandbox down: {killed} processes stopped, removed {len(removed)} items")
-    return DownResult(killed, removed, time.monotonic() - t0)
+    return DownResult(killed, removed, time.monotonic() - t0, step_seconds)
 
 
 CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup")

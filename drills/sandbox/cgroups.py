@@ -50,8 +50,9 @@ class CgroupMemory:
     usage: int  # bytes charged (anon + page cache)
     working_set: int  # usage minus inactive file cache (what the kernel cannot simply drop)
     limit: int  # bytes; 0 = unlimited
-    peak: int  # max usage since creation or the last reset_peak (v1 max_usage_in_bytes; v2 memory.peak where present)
-    oom_kills: int  # the kernel's count of OOM kills in this cgroup
+    peak: int | None  # max usage since creation or the last reset_peak (v1 max_usage_in_bytes; v2 memory.peak,
+    #                   kernels 5.19+); None = this kernel keeps no peak (never the current usage in its place)
+    oom_kills: int | None  # the kernel's count of OOM kills in this cgroup; None = no such counter (kernel < 4.13)
     anon: int = 0  # anonymous memory (the daemons' heaps): what a start-up needs; page cache is reclaimed first
 
 
@@ -142,15 +143,15 @@ class HostCgroup:
             peak = int(self._read("memory.max_usage_in_bytes"))
             stat = parse_kv(self._read("memory.stat"))
             inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-            oom = parse_kv(self._read("memory.oom_control")).get("oom_kill", 0)
+            oom = parse_kv(self._read("memory.oom_control")).get("oom_kill")
             return CgroupMemory(usage, max(0, usage - inactive_file), 0 if limit >= 1 << 60 else limit, peak, oom,
                                 stat.get("total_rss", stat.get("rss", 0)))
         usage = int(self._read("memory.current"))
         raw_max = self._read("memory.max").strip()
         peak_file = self.path / "memory.peak"
-        peak = int(peak_file.read_text()) if peak_file.exists() else usage
+        peak = int(self._read("memory.peak")) if peak_file.exists() else None
         stat = parse_kv(self._read("memory.stat"))
-        oom = parse_kv(self._read("memory.events")).get("oom_kill", 0)
+        oom = parse_kv(self._read("memory.events")).get("oom_kill")
         return CgroupMemory(usage, max(0, usage - stat.get("inactive_file", 0)), 0 if raw_max == "max" else int(raw_max), peak, oom,
                             stat.get("anon", 0))
 
@@ -216,7 +217,7 @@ class OomWatch:
 
     def __post_init__(self) -> None:
         for host, cg in self.cgroups.items():
-            self._counts[host] = cg.read().oom_kills
+            self._counts[host] = _oom_count(host, cg)
         self._snapshot()
 
     def _snapshot(self) -> None:
@@ -237,7 +238,7 @@ class OomWatch:
         new: list[OomKill] = []
         now = time.time()
         for host, cg in self.cgroups.items():
-            count = cg.read().oom_kills
+            count = _oom_count(host, cg)
             rose = count - self._counts.get(host, 0)
             self._counts[host] = count
             if rose <= 0:
@@ -249,6 +250,15 @@ class OomWatch:
         self._snapshot()
         self.kills.extend(new)
         return new
+
+
+def _oom_count(host: str, cg: HostCgroup) -> int:
+    """The cgroup's OOM-kill counter; a kernel without one cannot be watched (raise, never count 0)."""
+    count = cg.read().oom_kills
+    if count is None:
+        raise CgroupError(f"host {host}: memory cgroup {cg.path} has no oom_kill counter (kernel older than 4.13): "
+                          "OOM kills cannot be counted per host")
+    return count
 
 
 def _alive(old_pid: int, current: int | None) -> bool:

@@ -57,6 +57,9 @@ class SandboxSpec:
     # (drills/sandbox/cgroups.py), so the kernel OOM-kills them as on a real host. 0 = no limit.
     host_memory: int = 0
     extra_conf: dict[str, str] = field(default_factory=dict)
+    # The daemons' malloc: "glibc" (Debian's ceph as built) or "tcmalloc" (Debian's libtcmalloc preloaded,
+    # as upstream Ceph builds link it); drills/sandbox/host.py ALLOCATORS.
+    allocator: str = "glibc"
 
     # --- derived names -----------------------------------------------------
     @property

@@ -24,11 +24,13 @@ is written when fio exits; see docs/workloads.md.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import threading
@@ -58,6 +60,13 @@ _ENGINES = ("rbd", "null") + _FILE_ENGINES
 _RESERVED_OPTIONS = {"output-format", "output_format", "status-interval", "status_interval", "group_reporting",
                      "lat_percentiles", "clat_percentiles", "percentile_list", "name"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# fio verify= checksums that put a header in every block (the pattern kinds do not carry the offset)
+VERIFY_ALGORITHMS = ("crc32c", "crc32c-intel", "crc32", "crc64", "md5", "sha1", "sha256", "sha512", "xxhash")
+# verify options the `verify` field owns, and options that change the offset sequence the read-back replays
+_VERIFY_OPTIONS = {"verify", "do_verify", "verify_only", "verify_state_save", "verify_state_load"}
+_VERIFY_BREAKERS = {"norandommap", "randrepeat", "verify_backlog", "experimental_verify", "bssplit", "bsrange",
+                    "random_distribution", "offset", "io_size", "number_ios", "nrfiles", "filesize", "zonemode"}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 
 
 class FioError(RuntimeError):
@@ -90,6 +99,11 @@ class FioJob:
     # file engines
     filename: str | None = None
     directory: str | None = None
+    # fio's verify: a header and checksum (this algorithm) in every block written, and the job's verify
+    # state saved when it exits (also on SIGINT), for a read-back pass afterwards (verify_written).
+    # The job itself never reads (do_verify=0), so the measured workload stays a pure write workload.
+    verify: str | None = None
+    verify_only: bool = False  # the read-back pass: replays the offsets from the saved state and reads them
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,16 +140,46 @@ class FioJob:
             raise FioConfigError(f"{where}: ioengine=null needs size")
         if not isinstance(self.extra, dict):
             raise FioConfigError(f"{where}: extra must be a table of fio options")
-        clash = sorted(k for k in self.extra if k in _RESERVED_OPTIONS or k in {f.name for f in fields(self)})
+        clash = sorted(k for k in self.extra if k in _RESERVED_OPTIONS or k in _VERIFY_OPTIONS
+                       or k in {f.name for f in fields(self)})
         if clash:
             raise FioConfigError(f"{where}: extra sets {', '.join(clash)}, which the harness or a field owns")
+        if self.verify is not None:
+            self._validate_verify(where)
+        elif self.verify_only:
+            raise FioConfigError(f"{where}: verify_only needs verify (the checksum the job wrote with)")
         for key, value in self._options():
             if any(c in f"{key}{value}" for c in "\n\r[]") or not key:
                 raise FioConfigError(f"{where}: option {key}={value!r} contains a newline or bracket")
 
+    def _validate_verify(self, where: str) -> None:
+        if self.verify not in VERIFY_ALGORITHMS:
+            raise FioConfigError(f"{where}: verify={self.verify!r} is not one of {', '.join(VERIFY_ALGORITHMS)}")
+        if self.rw not in ("write", "randwrite"):
+            raise FioConfigError(f"{where}: verify needs rw=write or randwrite (a job that only writes), "
+                                 f"got rw={self.rw}")
+        if not self.size:
+            raise FioConfigError(f"{where}: verify needs size (how much the job writes over)")
+        parse_fio_size(self.size, f"{where}: size")
+        parse_fio_size(self.bs, f"{where}: verify needs one block size; bs")
+        breakers = sorted(k for k in self.extra if k in _VERIFY_BREAKERS)
+        if breakers:
+            raise FioConfigError(f"{where}: extra sets {', '.join(breakers)}, which the verify read-back cannot "
+                                 f"replay; drop them or drop verify")
+
     @property
     def directions(self) -> tuple[str, ...]:
+        if self.verify_only:
+            return ("read",)  # the read-back pass only reads
         return _RW_DIRECTIONS[self.rw]
+
+    @property
+    def block_bytes(self) -> int:
+        return parse_fio_size(self.bs, f"fio workload {self.name!r}: bs")
+
+    @property
+    def size_bytes(self) -> int | None:
+        return None if self.size is None else parse_fio_size(self.size, f"fio workload {self.name!r}: size")
 
     def _options(self) -> list[tuple[str, str]]:
         opts: list[tuple[str, Any]] = [
@@ -151,12 +195,31 @@ class FioJob:
         ]
         if self.ioengine == "rbd" and "invalidate" not in self.extra:
             opts.append(("invalidate", False))  # fio's rbd example: the engine cannot invalidate a cache
+        if self.verify is not None:
+            opts.append(("verify", self.verify))
+            if self.verify_only:
+                # replay the write job's offsets (same name, options, seeds), read each written block once
+                opts += [("verify_only", True), ("do_verify", True), ("verify_state_load", True)]
+            else:
+                # no read phase inside the job; save how far it got (also when stopped by SIGINT)
+                opts += [("do_verify", False), ("verify_state_save", True)]
         opts.extend(self.extra.items())
         return [(k, _render(v)) for k, v in opts if v is not None]
 
     def job_file_text(self) -> str:
         lines = [f"[{self.name}]"] + [f"{k}={v}" for k, v in self._options()]
         return "\n".join(lines) + "\n"
+
+
+def parse_fio_size(text: str | int, what: str = "size") -> int:
+    """Bytes of a fio size ("4k", "256M", "1GiB", 4096): fio's default kb_base=1024, so k/M/G are powers of 1024."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise FioConfigError(f"{what}={text!r} is not a fio size like 4k or 256M")
+    power = "kmgtp".find(m.group(2).lower()) + 1 if m.group(2) else 0
+    return int(m.group(1)) * 1024 ** power
 
 
 def _render(value: Any) -> str:
@@ -218,6 +281,9 @@ class FioResult:
     returncode: int | None = None
     stopped: bool = False  # stopped early by us (SIGINT) rather than reaching its runtime
     notes: list[str] = field(default_factory=list)  # fio's non-JSON output and skipped documents
+    # verify jobs: fio's saved verify state files (name -> bytes), kept for verify_written after the
+    # runner's working directory is gone; empty if fio saved none (killed, or client/server mode)
+    verify_state: dict[str, bytes] = field(default_factory=dict)
 
     def series(self, metric: str, direction: str = "write", client: str | None = None
                ) -> list[tuple[float, float | None]]:
@@ -593,6 +659,9 @@ class FioRunner:
         self._workdir.mkdir(parents=True, exist_ok=True)
         job_file = self._workdir / f"{self.job.name}.fio"
         job_file.write_text(self.job.job_file_text())
+        if self.job.verify is not None and not self.job.verify_only:
+            for old in self._workdir.glob(_verify_state_glob(self.job.name)):
+                old.unlink()  # a state left by an earlier run must not pass for this run's
         env = dict(os.environ)
         if self.job.conf:
             env["CEPH_CONF"] = self.job.conf  # librados reads it; only reaches a local fio, not servers
@@ -679,6 +748,10 @@ class FioRunner:
         self._join_readers()
         result = self._processor.result(rc, self._stopped)
         result.notes[:0] = list(self._noise_tail)
+        if self.job.verify is not None and not self.job.verify_only and self._workdir is not None:
+            # fio writes local-<job>-<clone>-verify.state into its working directory when a job exits
+            result.verify_state = {p.name: p.read_bytes()
+                                   for p in sorted(self._workdir.glob(_verify_state_glob(self.job.name)))}
         if self.clients and self.job.conf:
             result.notes.append("conf is not passed to fio servers: they use their own CEPH_CONF/ceph.conf")
         if self.timeline is not None:
@@ -732,3 +805,159 @@ def run_clients(job: FioJob, hosts: Sequence[str | tuple[str, int]], timeline: T
     if not hosts:
         raise FioConfigError(f"fio workload {job.name!r}: run_clients needs at least one host")
     return FioRunner(job, timeline, clients=hosts, **kwargs).start().wait()
+
+
+# --------------------------------------------------------------------------------------------------
+# Verifying what fio wrote: fio's own verify, read back after the job stopped
+# --------------------------------------------------------------------------------------------------
+
+# fio 3.33 verify.h: struct verify_state_hdr {u64 version, size, crc} then struct thread_io_list
+# {u64 no_comps; u32 depth; u32 nofiles; u64 numberio; u64 index; ...}. VSTATE_HDR_VERSION is 3.
+_VSTATE = struct.Struct("<QQQQIIQQ")
+_VSTATE_VERSION = 3
+
+
+def _verify_state_glob(job_name: str) -> str:
+    return f"local-{job_name}-*-verify.state"
+
+
+@dataclass(frozen=True)
+class VerifyState:
+    """What fio's saved verify state says about one job clone: writes issued and queue depth."""
+
+    file: str
+    numberio: int  # writes the clone issued, over all its passes
+    depth: int  # its iodepth: the last `depth` writes may not have completed
+
+
+def parse_verify_state(name: str, data: bytes) -> VerifyState:
+    if len(data) < _VSTATE.size:
+        raise FioError(f"fio verify state {name}: {len(data)} bytes, too short")
+    version, _size, _crc, _no_comps, depth, _nofiles, numberio, _index = _VSTATE.unpack_from(data)
+    if version != _VSTATE_VERSION:
+        raise FioError(f"fio verify state {name}: version {version}, this harness reads version {_VSTATE_VERSION} "
+                       f"(fio 3.x)")
+    return VerifyState(name, numberio, depth)
+
+
+@dataclass(frozen=True)
+class FioVerifyResult:
+    """fio's read-back of what a job wrote. `errors` None = not measured (see `error`), never 0."""
+
+    job: str
+    method: str  # one line: what was verified and how
+    written_blocks: int | None  # blocks the job wrote at least once (from its saved verify state)
+    verified_blocks: int | None  # blocks fio read back and checked
+    verified_bytes: int | None
+    errors: int | None  # blocks that failed verification (fio stops at the first one)
+    error: str = ""  # why it could not verify
+    failures: tuple[str, ...] = ()  # fio's own lines naming the bad blocks
+    seconds: float | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self.errors is not None and not self.error
+
+    @property
+    def passed(self) -> bool:
+        return self.measured and self.errors == 0
+
+
+_VERIFY_FAILURE_RE = re.compile(r"verify(?: failed|: bad)")
+
+
+def verify_written(job: FioJob, result: FioResult | None, timeline: Timeline | None = None, *,
+                   fio_binary: str = "fio", timeout_s: float | None = None,
+                   env: Mapping[str, str] | None = None) -> FioVerifyResult:
+    """Read back every block `job` wrote and check fio's verify header and checksum in each.
+
+    Call after the job stopped (FioRunner.stop/wait or run_job returned `result`). Runs a second fio job
+    with the same name and options plus verify_only=1 and verify_state_load=1: fio replays the write
+    job's offset sequence from its seeds up to the number of writes the saved state records, reads each
+    of those blocks once and checks magic, length, offset, header crc and the data checksum. The pass
+    uses the write job's iodepth: fio's saved state only tells which of the last `iodepth` writes
+    completed, and a deeper read-back overruns into blocks never written (measured: iodepth 64 after a
+    16-deep job reported unwritten blocks as bad). Never raises for a cluster or fio problem: those come
+    back as `error` (not measured)."""
+    started = time.monotonic()
+
+    def not_measured(why: str, written: int | None = None) -> FioVerifyResult:
+        out = FioVerifyResult(job.name, f"fio verify={job.verify} read-back of {job.name}: not run", written, None,
+                              None, None, why, (), time.monotonic() - started)
+        if timeline is not None:
+            timeline.event("workload.verify", f"fio:{job.name}", measured=False, error=why)
+        return out
+
+    if job.verify is None or job.verify_only:
+        return not_measured(f"fio workload {job.name!r} was run without verify (set FioJob.verify, e.g. crc32c)")
+    if result is None:
+        return not_measured(f"fio workload {job.name!r} left no result (it failed or never ran)")
+    if not result.verify_state:
+        return not_measured(f"fio workload {job.name!r} saved no verify state (fio was killed before it could "
+                            f"exit, or ran in client/server mode)")
+    try:
+        states = [parse_verify_state(n, d) for n, d in sorted(result.verify_state.items())]
+    except FioError as e:
+        return not_measured(str(e))
+    file_blocks = (job.size_bytes or 0) // job.block_bytes
+    written = sum(min(st.numberio, file_blocks) for st in states)
+    slack = sum(st.depth for st in states)  # writes that may still have been in flight when fio stopped
+    if written == 0:
+        return not_measured(f"fio workload {job.name!r} issued no writes", 0)
+
+    check = dataclasses.replace(job, verify_only=True, time_based=False,
+                                runtime=int(timeout_s) if timeout_s else 3600)
+    cap = (timeout_s or 3600) + 60
+    binary = shutil.which(fio_binary)
+    if binary is None:
+        return not_measured("fio not found; install Debian package fio", written)
+    run_env = dict(os.environ)
+    if job.conf:
+        run_env["CEPH_CONF"] = job.conf
+    run_env.update(env or {})
+    with tempfile.TemporaryDirectory(prefix=f"fio-verify-{job.name}-") as tmp:
+        workdir = Path(tmp)
+        for name, data in result.verify_state.items():
+            (workdir / name).write_bytes(data)
+        job_file = workdir / f"{job.name}.fio"
+        job_file.write_text(check.job_file_text())
+        try:
+            proc = subprocess.run([binary, "--output-format=json", "--eta=never", str(job_file)], cwd=workdir,
+                                  env=run_env, capture_output=True, text=True, timeout=cap)
+        except subprocess.TimeoutExpired:
+            return not_measured(f"fio verify pass of {job.name!r} did not finish within {cap:.0f}s", written)
+        except OSError as e:
+            return not_measured(f"cannot run {binary}: {e}", written)
+    docs = [json.loads(d) for d in iter_documents(proc.stdout) if d]
+    jobs = [j for d in docs for j in d.get("jobs", [])]
+    failures = tuple(line.strip() for line in proc.stderr.splitlines() if _VERIFY_FAILURE_RE.search(line))
+    tail = "; ".join(line.strip() for line in proc.stderr.splitlines()[-5:] if line.strip())
+    if not jobs:
+        return not_measured(f"fio verify pass of {job.name!r} exited {proc.returncode} without a report: {tail}",
+                            written)
+    verified_blocks = sum(int(j.get("read", {}).get("total_ios", 0)) for j in jobs)
+    verified_bytes = sum(int(j.get("read", {}).get("io_bytes", 0)) for j in jobs)
+    job_errors = sorted({int(j.get("error", 0)) for j in jobs} - {0})
+    eilseq = 84  # fio's verify failure
+    if failures or eilseq in job_errors:
+        errors = max(1, len(failures))
+    elif proc.returncode != 0 or job_errors:
+        return not_measured(f"fio verify pass of {job.name!r} failed (exit {proc.returncode}, errors {job_errors}): "
+                            f"{tail}", written)
+    elif verified_blocks < written - slack:
+        return not_measured(f"fio verify pass of {job.name!r} read back only {verified_blocks} of {written} "
+                            f"written blocks", written)
+    else:
+        errors = 0
+    method = (f"fio verify={job.verify}: {verified_blocks} of {written} blocks of {job.bs} that {job.name} wrote "
+              f"(offsets replayed from its saved verify state, {job.ioengine} engine, iodepth {job.iodepth}) read "
+              f"back after it stopped; each block's header (magic, length, offset, header crc) and {job.verify} "
+              f"of its data checked; not checked: that a block rewritten in a later pass holds its latest write "
+              f"(fio skips that for time-based jobs); fio stops at the first bad block")
+    out = FioVerifyResult(job.name, method, written, verified_blocks, verified_bytes, errors, "", failures[:10],
+                          time.monotonic() - started)
+    if timeline is not None:
+        timeline.event("workload.verify", f"fio:{job.name}", measured=True, written_blocks=written,
+                       verified_blocks=verified_blocks, errors=errors, failures=list(failures[:10]),
+                       seconds=round(out.seconds or 0.0, 1), method=method)
+    return out

@@ -1,28 +1,37 @@
-"""A verifying writer: writes self-describing records, remembers every acknowledged one, checks them later.
+"""A verifying writer: every acknowledged write lands in a slot of its own, so every one can be read back.
 
 Every record carries a header (magic, format version, writer id, key index, sequence number, issue time,
-payload length), a payload derived from (writer, seq), and a CRC32 over header and payload. Writes go
-round-robin over a fixed set of keys, so every key is rewritten again and again: reading back an older
-acknowledged version than the last one acknowledged is detectable ("stale").
+payload length), a payload derived from (writer, seq), and a CRC32 over header and payload.
 
-Every acknowledged write is kept in memory and appended to a JSON-lines journal (so a check can also be
-run from the journal in another process). After recovery, `check()` reads every key back and classifies:
+Layout: write number ``seq`` (1, 2, 3, ...) goes to key ``(seq - 1) % num_keys`` at byte offset
+``((seq - 1) // num_keys) * record_size`` of that key's object (or image region). Writes still spread
+round-robin over the keys (so a fault that takes some PGs away hits some keys and not others), but no
+write ever overwrites another: each key's object grows by one record per round. At the end, `check()`
+reads every key back whole (1 MiB aio reads, several in flight) and classifies every slot:
 
-  ok              the last acknowledged version is there
-  lost            an acknowledged write exists but the key is missing (object gone / slot zeroed)
-  stale           an older version than the last acknowledged one is there
-  corrupt         checksum, magic, length, writer or key mismatch, or a sequence never written to this key
-  unacknowledged  the newest write to the key was not acknowledged (timed out / failed) and either the
-                  last acknowledged value or one of the unacknowledged ones is there: both are fine
-  unreadable      the read itself failed or timed out (the check could not tell)
+  ok              the record acknowledged for this slot is there, intact
+  lost            an acknowledged write's slot is missing: object gone, object shorter, or zeros
+  stale           an intact record issued before this one is there (another writer's older data: the
+                  write vanished and what was underneath came back); a kind of loss
+  corrupt         checksum, magic or length mismatch, a record of this writer in the wrong slot, a seq
+                  never issued, or garbage in a slot whose write was never acknowledged
+  unacknowledged  the slot's write was not acknowledged (timed out / failed): its record or nothing is fine
+  unreadable      the read of the key failed or timed out (the check could not tell)
 
-Backends (small interface, `VerifierBackend`): librados objects (one object per key, `aio_write_full`
-with a timeout) and an RBD image (fixed-size slots at offsets). `MemoryBackend` implements the same
-interface for unit tests of the checking logic.
+Memory stays bounded over long drills: the ledger keeps one byte of state per write (acknowledged or
+not) plus the few unacknowledged writes in full; every write also goes to a JSON-lines journal on disk
+(so a check can be run from the journal in another process). The report keeps exact counts and the
+first `MAX_PROBLEM_DETAILS` problems in detail.
+
+Backends (small interface, `VerifierBackend`): librados objects (one object per key, `aio_write` at
+the slot's offset, with a timeout) and an RBD image (one fixed-size region per key). `MemoryBackend`
+implements the same interface for unit tests of the checking logic, with hooks to damage data.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import hashlib
 import json
 import struct
@@ -32,12 +41,12 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from drills.timeline import Timeline
 
 MAGIC = b"CDRV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one slot per write (version 1 rewrote one record per key)
 # magic, version, 3 pad, writer id (16 ascii bytes, NUL padded), key index, seq, issued at, payload length
 HEADER = struct.Struct("<4sB3x16sIQdI")
 TRAILER = struct.Struct("<I")  # crc32 of header + payload
@@ -45,6 +54,12 @@ MIN_RECORD_SIZE = HEADER.size + TRAILER.size + 16
 
 STATUSES = ("ok", "lost", "stale", "corrupt", "unacknowledged", "unreadable")
 PROBLEM_STATUSES = ("lost", "stale", "corrupt", "unreadable")
+MAX_PROBLEM_DETAILS = 1000  # problems kept in detail; counts are always exact
+READ_CHUNK_BYTES = 1 << 20  # one aio read at the check covers at most this much of a key
+RADOS_MAX_OBJECT_BYTES = 128 << 20  # osd_max_object_size's default: a key's object may not grow past it
+
+# ledger states, one byte per issued write
+_NOT_ISSUED, _ACKED, _UNACKED = 0, 1, 2
 
 
 class VerifierError(RuntimeError):
@@ -112,69 +127,150 @@ def decode_record(data: bytes) -> DecodedRecord:
 
 
 # --------------------------------------------------------------------------------------------------
+# Layout: where write `seq` lives
+# --------------------------------------------------------------------------------------------------
+
+
+def slot_of(seq: int, num_keys: int) -> tuple[int, int]:
+    """(key index, slot number within the key) of write `seq` (1-based)."""
+    return (seq - 1) % num_keys, (seq - 1) // num_keys
+
+
+def seq_of(index: int, slot: int, num_keys: int) -> int:
+    return slot * num_keys + index + 1
+
+
+# --------------------------------------------------------------------------------------------------
 # Backends
 # --------------------------------------------------------------------------------------------------
 
 
 class VerifierBackend(Protocol):
-    """Where records live. Keys are small integers (0..num_keys-1); the backend maps them to objects/slots."""
+    """Where records live. Keys are small integers (0..num_keys-1), each an object or a region that
+    grows by one record per round; offsets are bytes within the key."""
 
-    def describe(self, index: int) -> str:
-        """Where key `index` lives, for humans: an object name, an image offset."""
+    def prepare(self, num_keys: int, record_size: int) -> int | None:
+        """Check the layout fits; returns how many slots (records) each key can hold (None: no limit).
+        Raises VerifierError when it cannot hold even one round."""
         ...
 
-    def write(self, index: int, data: bytes, timeout_s: float) -> None:
-        """Write the whole record. Raises WriteTimeout if not acknowledged in time, another exception on
-        an error reply; returning means acknowledged."""
+    def describe(self, index: int, offset: int = 0) -> str:
+        """Where byte `offset` of key `index` lives, for humans: an object name and offset, an image offset."""
         ...
 
-    def read(self, index: int, length: int, timeout_s: float) -> bytes | None:
-        """The stored bytes, or None if the key does not exist. Raises ReadFailed on error/timeout."""
+    def write(self, index: int, offset: int, data: bytes, timeout_s: float) -> None:
+        """Write data at offset of the key. Raises WriteTimeout if not acknowledged in time, another
+        exception on an error reply; returning means acknowledged."""
+        ...
+
+    def read(self, index: int, offset: int, length: int, timeout_s: float) -> bytes | None:
+        """Up to `length` stored bytes from offset (fewer if the key is shorter), or None if the key
+        does not exist. Raises ReadFailed on error/timeout."""
         ...
 
     def remove(self, index: int) -> None:
-        """Remove the key (test-side: to simulate a loss behind the verifier's back)."""
+        """Remove the whole key (test-side: to simulate a loss behind the verifier's back)."""
         ...
 
 
 class MemoryBackend:
     """In-memory backend with the same interface, plus hooks for tests to damage the data."""
 
-    def __init__(self) -> None:
-        self.objects: dict[int, bytes] = {}
-        self.history: dict[int, list[bytes]] = {}  # every version ever stored, oldest first
+    def __init__(self, slots_per_key: int | None = None) -> None:
+        self.objects: dict[int, bytearray] = {}
+        self.slots_per_key = slots_per_key
+        self.record_size = 0
         self.fail_writes: Callable[[int], Exception | None] | None = None  # index -> exception to raise
+        self.fail_reads: Callable[[int], Exception | None] | None = None
 
-    def describe(self, index: int) -> str:
-        return f"mem:{index}"
+    def prepare(self, num_keys: int, record_size: int) -> int | None:
+        self.record_size = record_size
+        return self.slots_per_key
 
-    def write(self, index: int, data: bytes, timeout_s: float) -> None:
+    def describe(self, index: int, offset: int = 0) -> str:
+        return f"mem:{index}@{offset}"
+
+    def write(self, index: int, offset: int, data: bytes, timeout_s: float) -> None:
         if self.fail_writes is not None:
             exc = self.fail_writes(index)
             if exc is not None:
                 raise exc
-        self.objects[index] = bytes(data)
-        self.history.setdefault(index, []).append(bytes(data))
+        self._store(index, offset, data)
 
-    def write_lands_unacknowledged(self, index: int, data: bytes) -> None:
+    def _store(self, index: int, offset: int, data: bytes) -> None:
+        obj = self.objects.setdefault(index, bytearray())
+        if len(obj) < offset + len(data):
+            obj.extend(bytes(offset + len(data) - len(obj)))
+        obj[offset:offset + len(data)] = data
+
+    def write_lands_unacknowledged(self, index: int, offset: int, data: bytes) -> None:
         """Store data without acknowledging: what a timed-out write that still landed looks like."""
-        self.objects[index] = bytes(data)
+        self._store(index, offset, data)
 
-    def read(self, index: int, length: int, timeout_s: float) -> bytes | None:
-        data = self.objects.get(index)
-        return None if data is None else data[:length]
+    def read(self, index: int, offset: int, length: int, timeout_s: float) -> bytes | None:
+        if self.fail_reads is not None:
+            exc = self.fail_reads(index)
+            if exc is not None:
+                raise exc
+        obj = self.objects.get(index)
+        return None if obj is None else bytes(obj[offset:offset + length])
 
     def remove(self, index: int) -> None:
         self.objects.pop(index, None)
 
-    def roll_back(self, index: int, versions: int = 1) -> None:
-        """Put back an older stored version (simulates a replica serving stale data)."""
-        self.objects[index] = self.history[index][-1 - versions]
+    # -- damage, behind the verifier's back --
 
-    def flip_byte(self, index: int, offset: int = 100) -> None:
-        data = bytearray(self.objects[index])
-        data[offset] ^= 0xFF
-        self.objects[index] = bytes(data)
+    def zero_slot(self, index: int, slot: int) -> None:
+        """One earlier write vanishes: its slot reads back as zeros."""
+        off = slot * self.record_size
+        self.objects[index][off:off + self.record_size] = bytes(self.record_size)
+
+    def truncate(self, index: int, slots: int) -> None:
+        """The key's object rolls back to its first `slots` records (later writes gone)."""
+        del self.objects[index][slots * self.record_size:]
+
+    def put_record(self, index: int, slot: int, record: bytes) -> None:
+        off = slot * self.record_size
+        self.objects[index][off:off + len(record)] = record
+
+    def slot_bytes(self, index: int, slot: int) -> bytes:
+        off = slot * self.record_size
+        return bytes(self.objects[index][off:off + self.record_size])
+
+    def flip_byte(self, index: int, slot: int, offset: int = 100) -> None:
+        self.objects[index][slot * self.record_size + offset] ^= 0xFF
+
+
+class DropAckedWrite:
+    """Wraps a backend and acknowledges the `nth` write (1-based) without storing it: a backend that
+    loses one acknowledged write, for canaries that prove the drill's verdict catches a lost write."""
+
+    def __init__(self, inner: VerifierBackend, nth: int):
+        if nth < 1:
+            raise VerifierError("DropAckedWrite: nth must be >= 1")
+        self.inner = inner
+        self.nth = nth
+        self.writes = 0
+        self.dropped: str | None = None  # where the dropped write should have gone
+
+    def prepare(self, num_keys: int, record_size: int) -> int | None:
+        return self.inner.prepare(num_keys, record_size)
+
+    def describe(self, index: int, offset: int = 0) -> str:
+        return self.inner.describe(index, offset)
+
+    def write(self, index: int, offset: int, data: bytes, timeout_s: float) -> None:
+        self.writes += 1
+        if self.writes == self.nth:
+            self.dropped = self.inner.describe(index, offset)
+            return  # acknowledged, never stored
+        self.inner.write(index, offset, data, timeout_s)
+
+    def read(self, index: int, offset: int, length: int, timeout_s: float) -> bytes | None:
+        return self.inner.read(index, offset, length, timeout_s)
+
+    def remove(self, index: int) -> None:
+        self.inner.remove(index)
 
 
 def _wait_completion(done: threading.Event, timeout_s: float, what: str) -> None:
@@ -214,86 +310,121 @@ def _aio_read(start: Callable[[Callable[[Any, bytes | None], None]], Any], what:
 
 
 class RadosObjectBackend:
-    """One RADOS object per key, replaced whole with aio_write_full (python-rados 16.2 API).
+    """One RADOS object per key; each write is an aio_write at its slot's offset (python-rados 16.2 API).
 
-    The caller owns the Ioctx (opens and closes it). Object names: <prefix>.<index:06d>.
+    The caller owns the Ioctx (opens and closes it). Object names: <prefix>.<index:06d>. An object may
+    not grow past osd_max_object_size (128 MiB by default): that bounds the slots per key.
     """
 
-    def __init__(self, ioctx: Any, prefix: str):
+    def __init__(self, ioctx: Any, prefix: str, max_object_bytes: int = RADOS_MAX_OBJECT_BYTES):
         self.ioctx = ioctx
         self.prefix = prefix
+        self.max_object_bytes = max_object_bytes
 
-    def describe(self, index: int) -> str:
+    def prepare(self, num_keys: int, record_size: int) -> int | None:
+        return self.max_object_bytes // record_size
+
+    def name(self, index: int) -> str:
         return f"{self.prefix}.{index:06d}"
 
-    def write(self, index: int, data: bytes, timeout_s: float) -> None:
-        name = self.describe(index)
-        _aio_write(lambda cb: self.ioctx.aio_write_full(name, data, oncomplete=cb), f"aio_write_full {name}", timeout_s)
+    def describe(self, index: int, offset: int = 0) -> str:
+        return f"{self.name(index)}@{offset}"
 
-    def read(self, index: int, length: int, timeout_s: float) -> bytes | None:
-        name = self.describe(index)
-        rc, data = _aio_read(lambda cb: self.ioctx.aio_read(name, length, 0, oncomplete=cb), f"aio_read {name}", timeout_s)
+    def write(self, index: int, offset: int, data: bytes, timeout_s: float) -> None:
+        name = self.name(index)
+        _aio_write(lambda cb: self.ioctx.aio_write(name, data, offset, oncomplete=cb),
+                   f"aio_write {name}@{offset}", timeout_s)
+
+    def read(self, index: int, offset: int, length: int, timeout_s: float) -> bytes | None:
+        name = self.name(index)
+        rc, data = _aio_read(lambda cb: self.ioctx.aio_read(name, length, offset, oncomplete=cb),
+                             f"aio_read {name}@{offset}", timeout_s)
         if rc == -2:  # -ENOENT: the object does not exist
             return None
         if rc < 0:
-            raise ReadFailed(f"aio_read {name}: errno {-rc}")
+            raise ReadFailed(f"aio_read {name}@{offset}: errno {-rc}")
         return data[:rc]
 
     def remove(self, index: int) -> None:
         import rados  # the python3-rados module; only needed when this backend is used
 
         try:
-            self.ioctx.remove_object(self.describe(index))
+            self.ioctx.remove_object(self.name(index))
         except rados.ObjectNotFound:
             pass
 
 
 class RbdImageBackend:
-    """Fixed-size slots in an RBD image: key i lives at offset first_offset + i * slot_size.
+    """Regions of an RBD image, one per key: key i's slot s is at first_offset + (i * slots_per_key + s) * record_size.
 
-    The caller owns the Image. An all-zero slot reads as missing (never written, or discarded); one
-    writer per image region, since slots carry no per-writer namespace beyond the record's writer id.
+    The caller owns the Image. `slots_per_key` defaults to what the image holds after first_offset. An
+    all-zero slot reads as missing (never written, or its write vanished). Records must be a power of two
+    of at least 512 bytes, so that no record straddles an RBD object (each write is then atomic).
     """
 
-    def __init__(self, image: Any, slot_size: int = 4096, first_offset: int = 0):
+    def __init__(self, image: Any, first_offset: int = 0, slots_per_key: int | None = None):
         self.image = image
-        self.slot_size = slot_size
         self.first_offset = first_offset
+        self.slots_per_key = slots_per_key
+        self.record_size = 0
 
-    def offset(self, index: int) -> int:
-        return self.first_offset + index * self.slot_size
+    def prepare(self, num_keys: int, record_size: int) -> int | None:
+        if record_size < 512 or record_size & (record_size - 1) or self.first_offset % record_size:
+            raise VerifierError(f"RBD verifier: record_size {record_size} must be a power of two >= 512 and "
+                                f"divide first_offset {self.first_offset}")
+        self.record_size = record_size
+        size = self.image.size()
+        fits = (size - self.first_offset) // (num_keys * record_size)
+        slots = fits if self.slots_per_key is None else self.slots_per_key
+        if slots < 1 or slots > fits:
+            raise VerifierError(f"RBD image too small: {num_keys} keys x {slots or 1} slots x {record_size} bytes "
+                                f"from offset {self.first_offset} need "
+                                f"{self.first_offset + num_keys * max(slots, 1) * record_size} bytes, image has {size}")
+        self.slots_per_key = slots
+        return slots
 
-    def describe(self, index: int) -> str:
-        return f"rbd@{self.offset(index)}"
+    def check_capacity(self, num_keys: int, record_size: int = 4096) -> int:
+        """Raise VerifierError unless the image holds at least one round; returns slots per key."""
+        slots = self.prepare(num_keys, record_size)
+        assert slots is not None
+        return slots
 
-    def check_capacity(self, num_keys: int) -> None:
-        needed = self.offset(num_keys)
-        if needed > self.image.size():
-            raise VerifierError(f"RBD image too small: {num_keys} slots need {needed} bytes, "
-                                f"image has {self.image.size()}")
+    def image_offset(self, index: int, offset: int = 0) -> int:
+        if not self.record_size or self.slots_per_key is None:
+            raise VerifierError("RbdImageBackend used before prepare()")
+        return self.first_offset + index * self.slots_per_key * self.record_size + offset
 
-    def write(self, index: int, data: bytes, timeout_s: float) -> None:
-        if len(data) > self.slot_size:
-            raise VerifierError(f"record of {len(data)} bytes does not fit a {self.slot_size}-byte slot")
-        slot = data.ljust(self.slot_size, b"\0")
-        _aio_write(lambda cb: self.image.aio_write(slot, self.offset(index), cb), f"aio_write {self.describe(index)}", timeout_s)
+    def describe(self, index: int, offset: int = 0) -> str:
+        return f"rbd@{self.image_offset(index, offset)}"
 
-    def read(self, index: int, length: int, timeout_s: float) -> bytes | None:
-        rc, data = _aio_read(lambda cb: self.image.aio_read(self.offset(index), self.slot_size, cb),
-                             f"aio_read {self.describe(index)}", timeout_s)
+    def write(self, index: int, offset: int, data: bytes, timeout_s: float) -> None:
+        at = self.image_offset(index, offset)
+        _aio_write(lambda cb: self.image.aio_write(data, at, cb), f"aio_write rbd@{at}", timeout_s)
+
+    def read(self, index: int, offset: int, length: int, timeout_s: float) -> bytes | None:
+        assert self.slots_per_key is not None
+        length = min(length, self.slots_per_key * self.record_size - offset)  # stay inside the key's region
+        at = self.image_offset(index, offset)
+        rc, data = _aio_read(lambda cb: self.image.aio_read(at, length, cb), f"aio_read rbd@{at}", timeout_s)
         if rc < 0:
-            raise ReadFailed(f"aio_read {self.describe(index)}: errno {-rc}")
-        return None if not data.strip(b"\0") else data[:length]
+            raise ReadFailed(f"aio_read rbd@{at}: errno {-rc}")
+        return data
 
     def remove(self, index: int) -> None:
         # Zeroes are written, not discarded: librbd skips a discard smaller than its object/alignment
-        # (rbd_skip_partial_discard, on by default), so a 4 KiB discard leaves the data in place.
-        self.image.write(b"\0" * self.slot_size, self.offset(index))
+        # (rbd_skip_partial_discard, on by default), so a small discard leaves the data in place.
+        assert self.slots_per_key is not None
+        self.image.write(bytes(self.slots_per_key * self.record_size), self.image_offset(index))
+        self.image.flush()
+
+    def zero_slot(self, index: int, slot: int) -> None:
+        """Test helper: one earlier write vanishes (its slot reads back as zeros)."""
+        self.image.write(bytes(self.record_size), self.image_offset(index, slot * self.record_size))
         self.image.flush()
 
 
 def remove_behind_verifier(backend: VerifierBackend, index: int) -> None:
-    """Test helper: delete a key without telling the verifier, so check() must report it lost."""
+    """Test helper: delete a key without telling the verifier, so check() must report its writes lost."""
     backend.remove(index)
 
 
@@ -306,6 +437,7 @@ def remove_behind_verifier(backend: VerifierBackend, index: int) -> None:
 class AckedWrite:
     seq: int
     index: int
+    offset: int
     location: str
     crc32: int
     issued_at: float
@@ -317,6 +449,7 @@ class AckedWrite:
 class UnackedWrite:
     seq: int
     index: int
+    offset: int
     location: str
     issued_at: float
     error: str  # "timeout: ..." or the error text
@@ -324,117 +457,212 @@ class UnackedWrite:
 
 @dataclass
 class WriteLedger:
-    """What was written, per key: acknowledged and unacknowledged writes, in issue order."""
+    """What was written: one byte of state per write (acknowledged or not, by seq) and the
+    unacknowledged writes in full (few: they come from faults). Bounded: ~1 byte per write."""
 
     writer_id: str
     record_size: int
-    acked: dict[int, list[AckedWrite]] = field(default_factory=dict)
-    unacked: dict[int, list[UnackedWrite]] = field(default_factory=dict)
+    num_keys: int
+    started_at: float = 0.0  # records issued before this are older than every write of this writer
+    states: bytearray = field(default_factory=bytearray)  # states[seq - 1]
+    unacked: dict[int, list[UnackedWrite]] = field(default_factory=dict)  # by key index
+    acked_count: int = 0
 
-    def add_ack(self, w: AckedWrite) -> None:
-        self.acked.setdefault(w.index, []).append(w)
+    def _set(self, seq: int, state: int) -> None:
+        if seq < 1:
+            raise VerifierError(f"seq must be >= 1, got {seq}")
+        if len(self.states) == seq - 1:
+            self.states.append(_NOT_ISSUED)  # the usual case: the next write in order
+        elif len(self.states) < seq:
+            self.states.extend(bytes(seq - len(self.states)))
+        if self.states[seq - 1] == _ACKED:
+            self.acked_count -= 1
+        self.states[seq - 1] = state
+        if state == _ACKED:
+            self.acked_count += 1
+
+    def add_ack(self, seq: int) -> None:
+        self._set(seq, _ACKED)
 
     def add_unacked(self, w: UnackedWrite) -> None:
+        self._set(w.seq, _UNACKED)
         self.unacked.setdefault(w.index, []).append(w)
 
-    def keys(self) -> list[int]:
-        return sorted(set(self.acked) | set(self.unacked))
+    def state(self, seq: int) -> int:
+        return self.states[seq - 1] if 1 <= seq <= len(self.states) else _NOT_ISSUED
 
     @property
-    def acked_count(self) -> int:
-        return sum(len(v) for v in self.acked.values())
+    def issued(self) -> int:
+        """The highest seq issued (writes are issued in seq order)."""
+        return len(self.states)
 
     @property
     def unacked_count(self) -> int:
         return sum(len(v) for v in self.unacked.values())
 
+    def slots(self, index: int) -> int:
+        """How many slots of key `index` writes were issued to."""
+        return max(0, (self.issued - index + self.num_keys - 1) // self.num_keys)
+
+    def keys(self) -> list[int]:
+        return [i for i in range(min(self.num_keys, self.issued))]
+
+    def acked_seqs(self) -> Iterator[int]:
+        return (i + 1 for i, s in enumerate(self.states) if s == _ACKED)
+
 
 @dataclass(frozen=True)
-class KeyCheck:
+class WriteCheck:
+    """One slot's outcome (kept in detail for problems only)."""
+
+    seq: int
     index: int
     location: str
     status: str  # one of STATUSES
-    expected_seq: int | None  # the last acknowledged seq (None: nothing acknowledged)
+    acknowledged: bool
     found_seq: int | None
     detail: str = ""
 
 
 @dataclass
 class CheckReport:
+    """The read-back of every write. Counts are per write (slot); `problems` holds the first
+    MAX_PROBLEM_DETAILS problems found (keys in order), sorted by seq."""
+
     writer_id: str
-    checks: list[KeyCheck]
+    written: int  # writes issued
+    acknowledged: int  # writes the cluster acknowledged
+    verified: int  # acknowledged writes read back intact
+    counts: dict[str, int]  # status -> number of writes (slots)
+    problems: list[WriteCheck]
+    problem_count: int  # every slot with a problem status (the list may be capped)
+    keys: int  # keys (objects / regions) read
+    bytes_read: int
+    seconds: float  # how long the read-back took
+    method: str  # one line: what was verified and how
 
-    def with_status(self, status: str) -> list[KeyCheck]:
-        return [c for c in self.checks if c.status == status]
+    def with_status(self, status: str) -> list[WriteCheck]:
+        return [c for c in self.problems if c.status == status]
 
     @property
-    def counts(self) -> dict[str, int]:
-        return {s: len(self.with_status(s)) for s in STATUSES}
-
-    @property
-    def problems(self) -> list[KeyCheck]:
-        return [c for c in self.checks if c.status in PROBLEM_STATUSES]
+    def lost(self) -> int:
+        """Acknowledged writes not read back intact, plus slots holding data no write put there: the
+        number for the report's lost-write check (0 exactly when `passed`)."""
+        return self.problem_count
 
     @property
     def passed(self) -> bool:
-        return not self.problems
+        return self.problem_count == 0 and self.verified == self.acknowledged
 
     def summary(self) -> str:
         counts = ", ".join(f"{s}={n}" for s, n in self.counts.items())
-        lines = [f"verifier {self.writer_id}: {len(self.checks)} keys checked: {counts}"]
-        lines += [f"  {c.status}: {c.location} (key {c.index}) expected seq {c.expected_seq}, "
-                  f"found {c.found_seq}: {c.detail}" for c in self.problems]
+        lines = [f"verifier {self.writer_id}: {self.verified} of {self.acknowledged} acknowledged writes read back "
+                 f"intact ({self.written} issued, {self.keys} keys, {self.bytes_read / 1e6:.1f} MB in "
+                 f"{self.seconds:.1f} s): {counts}"]
+        lines += [f"  {c.status}: {c.location} (key {c.index}) seq {c.seq}"
+                  f"{'' if c.acknowledged else ' (unacknowledged)'}, found {c.found_seq}: {c.detail}"
+                  for c in self.problems]
+        if self.problem_count > len(self.problems):
+            lines.append(f"  ... and {self.problem_count - len(self.problems)} more problems")
         return "\n".join(lines)
 
 
-def classify(index: int, location: str, data: bytes | None | ReadFailed, ledger: WriteLedger) -> KeyCheck:
-    """Classify one key's read-back bytes against what was written to it (pure logic)."""
-    acked = ledger.acked.get(index, [])
-    unacked = ledger.unacked.get(index, [])
-    last_acked = acked[-1].seq if acked else None
-    # writes after the last acknowledged one that were never acknowledged: either they or it may be there
-    pending = {u.seq for u in unacked if last_acked is None or u.seq > last_acked}
-
-    def result(status: str, found: int | None, detail: str) -> KeyCheck:
-        return KeyCheck(index, location, status, last_acked, found, detail)
-
-    if isinstance(data, ReadFailed):
-        return result("unreadable", None, str(data))
-    if data is None:
-        if last_acked is None:
-            return result("unacknowledged", None, "absent; no write to it was acknowledged")
-        return result("lost", None, f"missing; seq {last_acked} was acknowledged")
+def classify_slot(index: int, slot: int, data: bytes | None, ledger: WriteLedger, zero: bytes
+                  ) -> tuple[str, int | None, str]:
+    """Classify one slot's read-back bytes against the write that went there (pure logic):
+    (status, found seq, detail). data None: the slot is past the object's end or the object is missing."""
+    seq = seq_of(index, slot, ledger.num_keys)
+    acked = ledger.state(seq) == _ACKED
+    if data is None or len(data) == 0 or data == zero[:len(data)]:
+        if acked:
+            return "lost", None, "missing" if data is None or len(data) == 0 else "zeros"
+        return "unacknowledged", None, "absent; its write was not acknowledged"
     try:
         rec = decode_record(data)
     except RecordError as e:
-        return result("corrupt", None, str(e))
-    if rec.writer_id != ledger.writer_id[:16] or rec.index != index:
-        return result("corrupt", rec.seq, f"record of writer {rec.writer_id!r} key {rec.index} (misplaced write)")
-    if rec.seq == last_acked:
-        if pending:
-            return result("unacknowledged", rec.seq,
-                          f"last acknowledged value present; unacknowledged seq(s) {sorted(pending)} did not land")
-        return result("ok", rec.seq, "")
-    if rec.seq in pending:
-        return result("unacknowledged", rec.seq, f"unacknowledged write seq {rec.seq} landed")
-    older = {a.seq for a in acked} | {u.seq for u in unacked}
-    if last_acked is not None and rec.seq in older and rec.seq < last_acked:
-        return result("stale", rec.seq, f"older version seq {rec.seq} instead of acknowledged seq {last_acked}")
-    return result("corrupt", rec.seq, f"seq {rec.seq} was never written to this key")
+        return "corrupt", None, str(e)
+    mine = rec.writer_id == ledger.writer_id[:16]
+    if mine and rec.index == index and rec.seq == seq:
+        return ("ok", rec.seq, "") if acked else ("unacknowledged", rec.seq, "unacknowledged write landed")
+    if not mine and rec.issued_at < ledger.started_at:
+        if not acked:
+            return "unacknowledged", rec.seq, "older data underneath an unacknowledged write that did not land"
+        return "stale", rec.seq, f"older record of writer {rec.writer_id!r} (seq {rec.seq}) instead of seq {seq}"
+    if mine:
+        return "corrupt", rec.seq, f"record of key {rec.index} seq {rec.seq} in seq {seq}'s slot (misplaced write)"
+    return "corrupt", rec.seq, f"record of writer {rec.writer_id!r} written after this writer started"
 
 
-def check_backend(backend: VerifierBackend, ledger: WriteLedger, read_timeout_s: float = 30.0) -> CheckReport:
-    """Read every key the ledger knows back from the backend and classify it."""
-    checks = []
+def _key_chunks(ledger: WriteLedger, chunk_bytes: int) -> Iterator[tuple[int, int, int]]:
+    """(key, first slot, slot count) for every chunk of every key, in key order."""
+    per_chunk = max(1, chunk_bytes // ledger.record_size)
     for index in ledger.keys():
-        location = backend.describe(index)
-        data: bytes | None | ReadFailed
+        slots = ledger.slots(index)
+        for first in range(0, slots, per_chunk):
+            yield index, first, min(per_chunk, slots - first)
+
+
+def check_backend(backend: VerifierBackend, ledger: WriteLedger, read_timeout_s: float = 30.0,
+                  concurrency: int = 8, chunk_bytes: int = READ_CHUNK_BYTES,
+                  backend_name: str | None = None) -> CheckReport:
+    """Read every slot any write went to back from the backend (whole keys, in chunks, `concurrency` reads
+    in flight, results handled in order so memory stays near concurrency x chunk_bytes) and classify each."""
+    started = time.monotonic()
+    size = ledger.record_size
+    zero = bytes(size)
+    counts = dict.fromkeys(STATUSES, 0)
+    problems: list[WriteCheck] = []
+    problem_count = verified = bytes_read = 0
+
+    def read_chunk(index: int, first: int, n: int) -> bytes | None | ReadFailed:
         try:
-            data = backend.read(index, ledger.record_size, read_timeout_s)
+            return backend.read(index, first * size, n * size, read_timeout_s)
         except ReadFailed as e:
-            data = e
-        checks.append(classify(index, location, data, ledger))
-    return CheckReport(ledger.writer_id, checks)
+            return e
+
+    def handle(index: int, first: int, n: int, data: bytes | None | ReadFailed) -> None:
+        nonlocal problem_count, verified, bytes_read
+        if isinstance(data, bytes):
+            bytes_read += len(data)
+        for slot in range(first, first + n):
+            seq = seq_of(index, slot, ledger.num_keys)
+            if seq > ledger.issued:
+                break
+            acked = ledger.state(seq) == _ACKED
+            if isinstance(data, ReadFailed):
+                status, found, detail = "unreadable", None, str(data)
+            else:
+                piece = None if data is None else data[(slot - first) * size:(slot - first + 1) * size]
+                status, found, detail = classify_slot(index, slot, piece, ledger, zero)
+                if data is None and status == "lost":
+                    detail = "object does not exist"
+            counts[status] += 1
+            if status == "ok":
+                verified += 1
+            elif status in PROBLEM_STATUSES:
+                problem_count += 1
+                if len(problems) < MAX_PROBLEM_DETAILS:
+                    problems.append(WriteCheck(seq, index, backend.describe(index, slot * size), status, acked,
+                                               found, detail))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="verifier-read") as pool:
+        window: collections.deque[tuple[int, int, int, concurrent.futures.Future[Any]]] = collections.deque()
+        for index, first, n in _key_chunks(ledger, chunk_bytes):
+            window.append((index, first, n, pool.submit(read_chunk, index, first, n)))
+            if len(window) >= max(1, concurrency):  # memory: at most `concurrency` chunks held
+                i, f, k, fut = window.popleft()
+                handle(i, f, k, fut.result())
+        while window:
+            i, f, k, fut = window.popleft()
+            handle(i, f, k, fut.result())
+    problems.sort(key=lambda c: c.seq)
+    name = backend_name or type(backend).__name__
+    method = (f"every write of verifier {ledger.writer_id} in its own {size}-byte slot (write n -> key n mod "
+              f"{ledger.num_keys}, slot n div {ledger.num_keys}) of {name}; all {len(ledger.keys())} keys read back "
+              f"whole ({concurrency} aio reads in flight); each slot checked for magic, writer, key, seq, "
+              f"payload and CRC32")
+    return CheckReport(ledger.writer_id, ledger.issued, ledger.acked_count, verified, counts, problems, problem_count,
+                       len(ledger.keys()), bytes_read, time.monotonic() - started, method)
 
 
 def load_journal(path: str | Path) -> WriteLedger:
@@ -449,13 +677,16 @@ def load_journal(path: str | Path) -> WriteLedger:
             kind = rec.pop("type", None)
             if kind == "start":
                 if ledger is None:
-                    ledger = WriteLedger(rec["writer_id"], rec["record_size"])
+                    if rec.get("format") != FORMAT_VERSION:
+                        raise VerifierError(f"{path}: journal of record format {rec.get('format')}, "
+                                            f"this verifier reads format {FORMAT_VERSION}")
+                    ledger = WriteLedger(rec["writer_id"], rec["record_size"], rec["num_keys"], rec["t"])
                 elif rec["writer_id"] != ledger.writer_id:
                     raise VerifierError(f"{path}: journal holds more than one writer")
             elif ledger is None:
                 raise VerifierError(f"{path}: journal does not start with a 'start' line")
             elif kind == "ack":
-                ledger.add_ack(AckedWrite(**rec))
+                ledger.add_ack(rec["seq"])
             elif kind == "unacked":
                 ledger.add_unacked(UnackedWrite(**rec))
     if ledger is None:
@@ -475,6 +706,7 @@ class VerifierConfig:
     rate_per_s: float = 50.0  # 0 = as fast as one outstanding write allows
     write_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
+    read_concurrency: int = 8  # aio reads in flight at the check
     writer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
@@ -484,6 +716,8 @@ class VerifierConfig:
             raise VerifierError(f"record_size must be >= {MIN_RECORD_SIZE}")
         if self.rate_per_s < 0 or self.write_timeout_s <= 0:
             raise VerifierError("rate_per_s must be >= 0 and write_timeout_s > 0")
+        if self.read_concurrency < 1:
+            raise VerifierError("read_concurrency must be >= 1")
         if not self.writer_id or len(self.writer_id.encode()) > 16:
             raise VerifierError("writer_id must be 1..16 bytes")
 
@@ -529,7 +763,7 @@ class VerifyingWriter:
     """Writes verifiable records to a backend, one outstanding write at a time, at a rate limit.
 
     Use write_one() directly (tests, small drills) or start()/stop() to run it in a background thread
-    alongside fio. check() reads everything back and classifies each key.
+    alongside fio. check() reads every write back and classifies it.
     """
 
     def __init__(self, backend: VerifierBackend, journal_path: str | Path, timeline: Timeline | None = None,
@@ -540,13 +774,16 @@ class VerifyingWriter:
         self.timeline = timeline
         self.name = name
         self.clock = clock
-        self.ledger = WriteLedger(self.config.writer_id, self.config.record_size)
+        # before the journal exists: a layout that does not fit is refused with nothing half-done
+        self.slots_per_key = backend.prepare(self.config.num_keys, self.config.record_size)
+        started_at = self.clock()
+        self.ledger = WriteLedger(self.config.writer_id, self.config.record_size, self.config.num_keys, started_at)
         self.journal_path = Path(journal_path)
         self.journal_path.parent.mkdir(parents=True, exist_ok=True)
         self._journal = open(self.journal_path, "a", buffering=1)
-        self._journal_line({"type": "start", "writer_id": self.config.writer_id,
+        self._journal_line({"type": "start", "writer_id": self.config.writer_id, "format": FORMAT_VERSION,
                             "record_size": self.config.record_size, "num_keys": self.config.num_keys,
-                            "backend": type(backend).__name__, "t": self.clock()})
+                            "backend": type(backend).__name__, "t": started_at})
         self._lock = threading.Lock()  # serialises write_one between the thread and direct callers
         self._next_seq = 1
         self._stop = threading.Event()
@@ -554,36 +791,45 @@ class VerifyingWriter:
         self._thread_error: BaseException | None = None
         self._buckets = _SecondBuckets(timeline, {"writer": self.config.writer_id, "name": name})
 
+    @property
+    def capacity(self) -> int | None:
+        """How many writes fit before a key is full (None: no limit)."""
+        return None if self.slots_per_key is None else self.slots_per_key * self.config.num_keys
+
     # -- writing --
 
     def write_one(self) -> AckedWrite | UnackedWrite:
-        """Issue the next write (next seq, next key round-robin) and record its outcome."""
+        """Issue the next write (next seq, to its own slot) and record its outcome."""
         with self._lock:
             seq = self._next_seq
+            index, slot = slot_of(seq, self.config.num_keys)
+            if self.slots_per_key is not None and slot >= self.slots_per_key:
+                raise VerifierError(f"verifier {self.name} is full after {seq - 1} writes ({self.slots_per_key} "
+                                    f"slots x {self.config.num_keys} keys): give it a bigger image or fewer writes")
             self._next_seq += 1
-            index = (seq - 1) % self.config.num_keys
-            location = self.backend.describe(index)
+            offset = slot * self.config.record_size
+            location = self.backend.describe(index, offset)
             issued_at = self.clock()
             data = encode_record(self.config.writer_id, index, seq, issued_at, self.config.record_size)
             start = time.monotonic()
             try:
-                self.backend.write(index, data, self.config.write_timeout_s)
+                self.backend.write(index, offset, data, self.config.write_timeout_s)
             except WriteTimeout as e:
-                return self._unacked(seq, index, location, issued_at, f"timeout: {e}")
+                return self._unacked(seq, index, offset, location, issued_at, f"timeout: {e}")
             except Exception as e:  # an error reply: the write may or may not have landed
-                return self._unacked(seq, index, location, issued_at, f"error: {type(e).__name__}: {e}")
+                return self._unacked(seq, index, offset, location, issued_at, f"error: {type(e).__name__}: {e}")
             latency_ms = (time.monotonic() - start) * 1000.0
             # the record's own checksum (its trailer); a CRC32 over the whole record, trailer included,
             # would be the same constant for every record
             (record_crc,) = TRAILER.unpack_from(data, len(data) - TRAILER.size)
-            acked = AckedWrite(seq, index, location, record_crc, issued_at, self.clock(), latency_ms)
-            self.ledger.add_ack(acked)
+            acked = AckedWrite(seq, index, offset, location, record_crc, issued_at, self.clock(), latency_ms)
+            self.ledger.add_ack(seq)
             self._journal_line({"type": "ack", **acked.__dict__})
             self._buckets.add(acked.acked_at, latency_ms)
             return acked
 
-    def _unacked(self, seq: int, index: int, location: str, issued_at: float, error: str) -> UnackedWrite:
-        w = UnackedWrite(seq, index, location, issued_at, error)
+    def _unacked(self, seq: int, index: int, offset: int, location: str, issued_at: float, error: str) -> UnackedWrite:
+        w = UnackedWrite(seq, index, offset, location, issued_at, error)
         self.ledger.add_unacked(w)
         self._journal_line({"type": "unacked", **w.__dict__})
         self._buckets.roll(self.clock())
@@ -646,13 +892,15 @@ class VerifyingWriter:
     # -- checking --
 
     def check(self) -> CheckReport:
-        """Read back every key written and classify it (call after recovery, with the writer stopped)."""
+        """Read back every write and classify it (call after recovery, with the writer stopped)."""
         if self._thread is not None:
             raise VerifierError("stop() the verifier before check()")
-        report = check_backend(self.backend, self.ledger, self.config.read_timeout_s)
+        report = check_backend(self.backend, self.ledger, self.config.read_timeout_s, self.config.read_concurrency)
         if self.timeline is not None:
-            self.timeline.event("verifier.check", self.name, passed=report.passed, **report.counts,
-                                problems=[f"{c.status} {c.location}: {c.detail}" for c in report.problems[:50]])
+            self.timeline.event("verifier.check", self.name, passed=report.passed, written=report.written,
+                                acknowledged=report.acknowledged, verified=report.verified,
+                                seconds=round(report.seconds, 2), method=report.method, **report.counts,
+                                problems=[f"{c.status} {c.location} seq {c.seq}: {c.detail}" for c in report.problems[:50]])
         return report
 
     def close(self) -> None:

@@ -106,11 +106,50 @@ def test_rados_backups_restore_bit_exact_into_rbd(restore_env: Fixture, codec: s
     images = [restore_env.image_name() for _ in volumes]
     jobs = [rbd_job(restore_env.rados_store, b.prefix, restore_env.connection, restore_env.pool, img)
             for b, img in zip(backups, images)]
-    # 3 restores of ~3.6 MiB working set each in a 6 MiB budget: they must queue, not overrun.
-    report = restore_env.run(jobs, budget=6 * MiB)
+    # 3 restores in a budget of 1.5 working sets (thread, decoder, pieces, windows and librbd's
+    # copies: ~6-10 MiB here): they must queue, not overrun.
+    planner = RestoreEngine(EngineConfig(memory_budget_bytes=1 << 30, **SMALL_ENGINE))
+    working_set = planner._plan(jobs[0]).working_set_bytes
+    report = restore_env.run(jobs, budget=working_set * 3 // 2)
     assert report.ok, [r.error for r in report.results]
     for image, volume in zip(images, volumes):
         assert_bit_exact(restore_env, image, volume)
+
+
+def test_incremental_chain_restores_bit_exact_into_one_rbd_image(restore_env: Fixture) -> None:
+    """full (zlib) -> inc1 (zstd) -> inc2 (bz2): Cinder-style increments in RADOS, one image, bit-exact."""
+    from drills.restore.chain import ChainLink
+    from drills.restore.format import ParentBackup
+
+    volumes = [bytearray(make_volume(VOLUME_BYTES, 21))]
+    for seed in (1, 2):
+        nxt = bytearray(volumes[-1])
+        start = seed * 3 * MiB + 12345
+        nxt[start:start + 300_000] = os.urandom(300_000)
+        nxt[seed * MiB:seed * MiB + 96 * 1024] = bytes(96 * 1024)  # zeros over data: must be written
+        volumes.append(nxt)
+    tag = uuid.uuid4().hex[:8]
+    links: list[ChainLink] = []
+    parent: ParentBackup | None = None
+    for i, (volume, codec) in enumerate(zip(volumes, ("zlib", "zstd", "bz2"))):
+        backup_id = f"{tag}-{i}"
+        prefix = cinder_prefix(f"vol-{tag}", backup_id)
+        write_backup(bytes(volume), restore_env.rados_store, prefix, CHUNK_BYTES, codec, backup_id=backup_id,
+                     volume_id=f"vol-{tag}", parent=parent)
+        links.append(ChainLink(restore_env.rados_store, prefix))
+        parent = ParentBackup(restore_env.rados_store, prefix, backup_id)
+    image = restore_env.image_name()
+    *older, last = links
+    report = restore_env.run([rbd_job(last.store, last.prefix, restore_env.connection, restore_env.pool, image,
+                                      parents=older)])
+    assert report.ok, report.results[0].error
+    assert_bit_exact(restore_env, image, bytes(volumes[-1]))
+    # A missing middle link fails the whole chain and leaves no image behind.
+    broken = restore_env.image_name()
+    report = restore_env.run([rbd_job(last.store, last.prefix, restore_env.connection, restore_env.pool, broken,
+                                      parents=[links[0]])])
+    assert report.results[0].status == "failed" and "parent_id" in (report.results[0].error or "")
+    assert not restore_env.image_exists(broken)
 
 
 def test_posix_backup_restores_bit_exact_into_rbd(restore_env: Fixture, tmp_path: Path) -> None:

@@ -124,29 +124,29 @@ def run_suite(target: Path, reports: Path, *extra: str) -> subprocess.CompletedP
 
 
 def test_smoke_suite_through_drill_run(sandbox_spec, sandbox, tmp_path):
-    """The smoke suite end to end: health/IO, a rack power cut under writes, concurrent restores.
+    """The smoke suite end to end on a healthy sandbox exits exactly 0 with the shipped limits.
 
-    Threshold breaches are the drills' findings (exit 1, listed in the report), not harness
-    errors; what must hold is that every drill ran, every limit was measured, no acknowledged
-    write was lost, and the report was written.
+    The limits are calibrated for this machine (docs/thresholds.md); a red here is a finding to read,
+    not noise to accept: every drill ran, every limit was measured, every invariant held, and the exit
+    code, summary.json, the .prom file, the HTML page and the JUnit file say the same.
     """
     reports = tmp_path / "reports"
     p = run_suite(sandbox_spec.target_path, reports)
-    assert p.returncode in (0, 1), p.stdout[-3000:] + p.stderr[-2000:]
     latest = reports / "latest"
-    for f in ("junit.xml", "index.html", "summary.json", "ceph_drills.prom"):
-        assert (latest / f).is_file(), f
+    summary = json.loads((latest / "summary.json").read_text())
+    assert p.returncode == 0, "\n".join(summary["reasons"]) + "\n" + p.stdout[-3000:] + p.stderr[-2000:]
+    from .test_verdict import outputs_agree
+
+    outputs_agree(latest, "passed", 0)
     assert (reports / "index.html").is_file()
     results = {p.stem: json.loads(p.read_text()) for p in (latest / "drills").glob("*.json")}
     assert set(results) == {"smoke", "rack_power_cut", "concurrent_restore"}
     for name, r in results.items():
-        assert not r.get("error"), (name, r["error"])
-        unmeasured = [c["name"] for c in r["checks"] if c["measured"] is None]
+        assert r["outcome"] == "passed" and not r.get("error"), (name, r["error"])
+        unmeasured = [c["name"] for c in r["checks"] if c["measured"] is None and c["severity"] == "fail"]
         assert unmeasured == [], (name, unmeasured)
-        lost = [c for c in r["checks"] if c["name"] == "lost_writes_max"]
-        assert lost and all(c["measured"] == 0 for c in lost), (name, lost)
-    breaches = [c for r in results.values() for c in r["checks"] if not c["passed"]]
-    assert (p.returncode == 1) == bool(breaches)
+        lost = [c for c in r["checks"] if c["name"] in ("lost_writes_max", "acked_writes_lost_max")]
+        assert len(lost) == 2 and all(c["measured"] == 0 for c in lost), (name, lost)
     cut = results["rack_power_cut"]["measurements"]
     assert 10 <= cut["detection"]["detection_time"] <= 60  # a silent cut waits out the heartbeat grace
     assert cut["detection"]["stall_time"] > 0  # writes stalled until the OSDs were marked down

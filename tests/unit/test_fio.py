@@ -6,6 +6,7 @@ hand-computed cases use small synthetic reports shaped like fio's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -17,7 +18,8 @@ import pytest
 
 from drills.timeline import Timeline, read_events, read_series
 from drills.workloads.fio import (FioConfigError, FioError, FioJob, IntervalDeriver, JsonDocumentSplitter,
-                                  iter_documents, parse_fio_output, percentile_from_bins, run_job, start_job)
+                                  iter_documents, parse_fio_output, percentile_from_bins, run_job, start_job,
+                                  verify_written)
 
 FIO = "/usr/bin/fio"
 needs_fio = pytest.mark.skipif(not os.path.exists(FIO), reason="fio not installed")
@@ -63,7 +65,8 @@ def test_interval_iops_add_up_to_the_totals(recorded_output: str) -> None:
         assert iv.directions["read"].iops == pytest.approx(2000, rel=0.1)
         assert iv.directions["write"].iops == pytest.approx(1000, rel=0.1)
         # io_bytes and total_ios are snapshotted a moment apart by fio: equal only to within an IO or two
-        assert iv.directions["write"].bw_bytes == pytest.approx(iv.directions["write"].iops * 4096, rel=0.01)
+        # (rel 0.06: on a loaded machine, load average 30, the gap reached ~47 IOs of ~1000)
+        assert iv.directions["write"].bw_bytes == pytest.approx(iv.directions["write"].iops * 4096, rel=0.06)
 
 
 @needs_fio
@@ -202,7 +205,14 @@ def test_unknown_fields_name_the_workload() -> None:
     ({"ioengine": "null", "size": "1m", "rw": "sideways"}, "rw='sideways'"),
     ({"ioengine": "null", "size": "1m", "iodepth": 0}, "iodepth must be a positive integer"),
     ({"ioengine": "null", "size": "1m", "extra": {"status_interval": 5}}, "extra sets status_interval"),
-    ({"ioengine": "null", "size": "1m", "extra": {"verify": "md5\n[evil]"}}, "newline or bracket"),
+    ({"ioengine": "null", "size": "1m", "extra": {"buffer_pattern": "md5\n[evil]"}}, "newline or bracket"),
+    ({"ioengine": "null", "size": "1m", "extra": {"verify": "md5"}}, "extra sets verify, which"),
+    ({"ioengine": "null", "size": "1m", "verify": "pattern"}, "verify='pattern' is not one of"),
+    ({"ioengine": "null", "size": "1m", "verify": "crc32c", "rw": "randrw"}, "verify needs rw=write or randwrite"),
+    ({"ioengine": "rbd", "pool": "p", "rbdname": "i", "verify": "crc32c"}, "verify needs size"),
+    ({"ioengine": "null", "size": "1m", "verify": "crc32c", "bs": "4k-16k"}, "one block size"),
+    ({"ioengine": "null", "size": "1m", "verify": "crc32c", "extra": {"norandommap": 1}}, "cannot replay"),
+    ({"ioengine": "null", "size": "1m", "verify_only": True}, "verify_only needs verify"),
 ])
 def test_bad_definitions(kwargs: dict, message: str) -> None:
     with pytest.raises(FioConfigError, match=message) as err:
@@ -278,3 +288,70 @@ def test_numjobs_group_reporting_on_the_real_binary() -> None:
     assert all(iv.directions["write"].iops == pytest.approx(600, rel=0.15)
                for iv in result.intervals if iv.seconds >= 0.8)
     assert result.totals["write"].ios == pytest.approx(1200, rel=0.05)
+
+
+# ---- fio's own verify, read back after the job stopped (real fio on a file; the rbd engine is in
+# ---- tests/integration/test_workloads_cluster.py) ----
+
+def _verify_job(tmp_path: Path, name: str, size: str, runtime: int = 2, rate: int = 400) -> FioJob:
+    return FioJob(name=name, rw="randwrite", bs="4k", ioengine="psync", filename=str(tmp_path / f"{name}.dat"),
+                  size=size, iodepth=1, runtime=runtime, verify="crc32c", extra={"rate_iops": rate})
+
+
+def _flip_a_written_block(path: Path) -> int:
+    data = bytearray(path.read_bytes())
+    offset = next(o for o in range(0, len(data), 4096) if data[o:o + 2] == b"\xca\xac")  # fio's header magic
+    data[offset + 2000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return offset
+
+
+@needs_fio
+def test_verify_reads_back_a_fixed_runtime_job_and_catches_a_flipped_byte(tmp_path: Path) -> None:
+    job = _verify_job(tmp_path, "vfix", "8m", runtime=1)  # ~400 of 2048 blocks: the replay must stop there
+    assert {"verify=crc32c", "do_verify=0", "verify_state_save=1"} <= set(job.job_file_text().splitlines())
+    result = run_job(job)
+    assert list(result.verify_state) == ["local-vfix-0-verify.state"]
+    with Timeline(tmp_path / "run") as tl:
+        clean = verify_written(job, result, tl)
+    assert clean.passed and clean.errors == 0 and clean.error == "", clean
+    assert clean.written_blocks == result.totals["write"].ios
+    assert clean.written_blocks - 1 <= clean.verified_blocks <= clean.written_blocks
+    assert clean.verified_bytes == clean.verified_blocks * 4096
+    assert "fio verify=crc32c" in clean.method and "read back after it stopped" in clean.method
+    [event] = [e for e in read_events(tmp_path / "run") if e.kind == "workload.verify"]
+    assert event.data["errors"] == 0 and event.data["verified_blocks"] == clean.verified_blocks
+
+    offset = _flip_a_written_block(tmp_path / "vfix.dat")
+    bad = verify_written(job, result)
+    assert not bad.passed and bad.measured and bad.errors == 1, bad
+    assert any(f"offset {offset}" in line for line in bad.failures), bad.failures
+
+
+@needs_fio
+def test_verify_after_a_time_based_job_stopped_by_signal_over_many_passes(tmp_path: Path) -> None:
+    job = _verify_job(tmp_path, "vsig", "64k", runtime=3600)  # 16 blocks, rewritten ~100 times
+    runner = start_job(job)
+    time.sleep(1.5)
+    result = runner.stop()
+    assert result.stopped and result.totals["write"].ios > 100
+    check = verify_written(job, result)
+    assert check.passed and check.written_blocks == check.verified_blocks == 16, check
+
+
+@needs_fio
+def test_verify_not_measured_is_never_zero_errors(tmp_path: Path) -> None:
+    plain = FioJob(name="noverify", ioengine="null", size="1m", runtime=1)
+    res = verify_written(plain, None)
+    assert res.errors is None and not res.passed and "without verify" in res.error
+    job = _verify_job(tmp_path, "vgone", "256k")
+    result = run_job(dataclasses.replace(job, runtime=1))
+    result.verify_state = {}  # what a SIGKILLed fio leaves
+    res = verify_written(job, result)
+    assert res.errors is None and not res.measured and "saved no verify state" in res.error
+    (tmp_path / "vgone.dat").unlink()
+    result = run_job(dataclasses.replace(job, runtime=1))
+    (tmp_path / "vgone.dat").write_bytes(b"")  # the data is gone: fio cannot even lay out the file
+    res = verify_written(job, result)
+    assert res.errors is not None or res.error, res  # a verdict either way, never a silent pass
+    assert not res.passed

@@ -11,6 +11,8 @@ import pytest
 from drills.restore.budget import RestoreBudget, parse_size
 from drills.restore.errors import BudgetTooSmallError, RestoreCancelled
 
+MiB = 1 << 20
+
 
 def test_parse_size_units() -> None:
     assert parse_size("256MiB") == 256 * 2**20
@@ -110,3 +112,22 @@ def test_concurrent_hammering_never_exceeds_the_limit() -> None:
     assert stats.admitted == 16
     assert 0 < stats.peak_reserved_bytes <= 1000
     assert stats.reserved_bytes == 0 and stats.in_use_bytes == 0
+
+
+def test_pool_reuses_buffers_and_evicts_idle_ones_to_stay_in_the_limit() -> None:
+    budget = RestoreBudget(10 * MiB)
+    lease = budget.admit("a", 10 * MiB)
+    first = lease.reserve(4 * MiB, "window", buffer_bytes=4 * MiB)
+    assert first.buffer is not None and len(first.buffer) == 4 * MiB
+    buffer_id = id(first.buffer)
+    first.release()
+    again = lease.reserve(4 * MiB, "window", buffer_bytes=4 * MiB)
+    assert id(again.buffer) == buffer_id  # reused, not reallocated
+    again.release()
+    # 8 MiB of other memory: the idle 4 MiB window would put in-use + idle at 12 MiB > 10.
+    other = lease.reserve(8 * MiB, "decoder state")
+    stats = budget.stats()
+    assert stats.pool_idle_bytes == 0 and stats.in_use_bytes + stats.pool_idle_bytes <= 10 * MiB
+    assert stats.peak_held_bytes <= 10 * MiB and stats.pool_allocations == 1 and stats.pool_reuses == 1
+    other.release()
+    lease.close()

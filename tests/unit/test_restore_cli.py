@@ -27,6 +27,9 @@ def test_restore_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize("argv", [
     ["restore", "/nonexistent/dir/prefix", "out.img"],
     ["restore", "only-one-argument"],
+    ["restore", "--chain", "only-a-destination"],
+    ["restore", "--backup-tree", "/nonexistent/tree", "/nonexistent/dir/prefix", "out.img"],
+    ["restore", "--resume", "/nonexistent/dir/prefix", "rbd:img"],
 ])
 def test_bad_input_exits_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2

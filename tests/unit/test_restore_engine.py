@@ -230,6 +230,10 @@ class SlowStore(PosixBackupStore):
         time.sleep(0.01)
         return super().read_range(name, offset, length)
 
+    def read_into(self, name: str, offset: int, view: memoryview) -> int:
+        time.sleep(0.01)
+        return super().read_into(name, offset, view)
+
 
 def test_keyboard_interrupt_stops_cleanly_and_reports_unfinished(tmp_path: Path) -> None:
     volume = make_volume(4 * CHUNK, seed=5)
@@ -247,4 +251,13 @@ def test_keyboard_interrupt_stops_cleanly_and_reports_unfinished(tmp_path: Path)
     assert len(report.unfinished) == 6
     assert {r.status for r in report.results} == {"cancelled"}
     assert any(r.bytes_restored > 0 for r in report.results)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))] == []
+    # Nothing looks complete; restores that had started keep their partial file and journal
+    # for --resume, and a resume finishes every one of them bit-exact.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("out")] == []
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out"))
+    assert kept and all(name.endswith((".restore-partial", ".restore-journal")) for name in kept)
+    store = PosixBackupStore(tmp_path / "backups" / "c0")
+    resumed = run([file_job(store, prefix, str(tmp_path / f"out{i}.img"), resume=True) for i in range(6)])
+    assert resumed.ok, [r.error for r in resumed.results]
+    assert all((tmp_path / f"out{i}.img").read_bytes() == volume for i in range(6))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []

@@ -120,6 +120,40 @@ def test_osd_down_and_up_events(tmp_path: Path) -> None:
     assert events == [("cluster.osd_down", "osd.1", 11.0), ("cluster.osd_up", "osd.1", 13.0)]
 
 
+def _status_at(epoch: int, up: int = 3) -> dict[str, Any]:
+    status = _status(up=up)
+    status["osdmap"]["osdmap"]["epoch"] = epoch
+    return status
+
+
+def test_osd_dump_only_when_the_osdmap_epoch_moves(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    # epoch 5 three times (one dump), 6: osd.1 went down (a second dump), 6 again, 7: flags changed
+    cluster = StandInCluster([_status_at(5), _status_at(5), _status_at(5), _status_at(6, up=2), _status_at(6, up=2),
+                              _status_at(7, up=2)],
+                             [_dump({0, 1, 2}), _dump({0, 2}), {**_dump({0, 2}), "flags_set": ["noout"]}])
+    dumps_before = len(cluster.dumps)
+    sampler = ClusterSampler(tl, cluster)  # type: ignore[arg-type]
+    for now in range(6):
+        _step(sampler, float(now))
+    tl.close()
+    assert sampler.osd_dumps_read == 3 and dumps_before == 3
+    events = [(e.kind, e.label, e.t) for e in read_events(tmp_path) if e.kind.startswith("cluster.")]
+    assert events == [("cluster.flags", "sortbitwise", 0.0), ("cluster.osd_down", "osd.1", 3.0),
+                      ("cluster.flags", "noout", 5.0)]
+    assert _by_time(read_series(tmp_path), "cluster.osds_up") == [3, 3, 3, 2, 2, 2]
+
+
+def test_status_without_epoch_reads_the_osd_dump_every_sample(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    cluster = StandInCluster([_status()], [_dump({0, 1, 2})])
+    sampler = ClusterSampler(tl, cluster)  # type: ignore[arg-type]
+    for now in range(3):
+        _step(sampler, float(now))
+    tl.close()
+    assert sampler.osd_dumps_read == 3
+
+
 def test_sampler_thread_survives_failures_and_writes_gaps(tmp_path: Path) -> None:
     tl = Timeline(tmp_path)
     cluster = StandInCluster([RuntimeError("rados: ETIMEDOUT")], [_dump({0})])
@@ -143,29 +177,104 @@ def test_memory_gaps_for_missing_daemon_and_failing_lookup(tmp_path: Path) -> No
         raise OSError("pid file unreadable")
 
     tl = Timeline(tmp_path)
-    sampler = MemorySampler(tl, _target(), pid_of)
+    sampler = MemorySampler(tl, _target(), pid_of, rollup_interval=1.0)  # PSS/USS every sample
     _step(sampler, 50.0)
     tl.close()
     series = read_series(tmp_path)
     rss0 = _by_time(series, "rss.bytes", daemon="osd.0")
     assert len(rss0) == 1 and rss0[0] is not None and rss0[0] > 1 << 20
+    pss0, uss0 = _by_time(series, "pss.bytes", daemon="osd.0"), _by_time(series, "uss.bytes", daemon="osd.0")
+    assert pss0[0] is not None and uss0[0] is not None and 0 < uss0[0] <= pss0[0] <= rss0[0]
     assert _by_time(series, "rss.bytes", daemon="osd.1") == [None]
     assert _by_time(series, "rss.bytes", daemon="osd.2") == [None]
     assert _by_time(series, "pss.bytes", daemon="osd.1") == [None]
+    assert _by_time(series, "uss.bytes", daemon="osd.2") == [None]
+
+
+def test_pss_uss_at_the_lower_rate_spread_over_samples_rss_every_sample(tmp_path: Path) -> None:
+    target = Target(Cluster("c", "fsid", "/etc/ceph/ceph.conf", "/k", deployment="package"), state_dir="/tmp",
+                    racks=(Rack("r1", (Host("h1", daemons=tuple(f"osd.{i}" for i in range(6)),
+                                            access=Access(kind="ssh", host="h1")),)),))
+    asked: list[set[str]] = []
+
+    class Reader:
+        def read(self, daemons: list[str], rollup_of: set[str] = set()) -> dict[str, DaemonMemory | None]:
+            asked.append(set(rollup_of))
+            return {d: DaemonMemory(100, 60 if d in rollup_of else None, 50 if d in rollup_of else None)
+                    for d in daemons}
+
+    tl = Timeline(tmp_path)
+    sampler = MemorySampler(tl, target, reader=Reader(), interval=1.0, rollup_interval=3.0)
+    for now in range(6):
+        _step(sampler, float(now))
+    tl.close()
+    # 6 daemons, PSS every 3 samples: 2 daemons a sample, each daemon twice in 6 samples
+    assert [len(a) for a in asked] == [2, 2, 2, 2, 2, 2]
+    assert asked[0] == asked[3] and asked[0] | asked[1] | asked[2] == {f"osd.{i}" for i in range(6)}
+    series = read_series(tmp_path)
+    for i in range(6):
+        assert _by_time(series, "rss.bytes", daemon=f"osd.{i}") == [100] * 6
+        assert _by_time(series, "pss.bytes", daemon=f"osd.{i}") == [60, 60]  # written when read, not as gaps
+        assert _by_time(series, "uss.bytes", daemon=f"osd.{i}") == [50, 50]
+
+
+def test_local_reader_keeps_the_pid_until_the_process_is_gone(tmp_path: Path) -> None:
+    import subprocess
+
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    lookups: list[str] = []
+    current = {"pid": children[0].pid}
+
+    def pid_of(daemon: str) -> int | None:
+        lookups.append(daemon)
+        return current["pid"]
+
+    reader = LocalMemoryReader(pid_of)
+    try:
+        first = reader.read(["osd.0"], rollup_of={"osd.0"})["osd.0"]
+        second = reader.read(["osd.0"])["osd.0"]
+        assert first is not None and first.rss > 0 and first.pss is not None and first.uss is not None
+        assert second is not None and second.pss is None  # not asked: not read
+        assert lookups == ["osd.0"]  # looked up once, then the open statm is read
+        children[0].kill()
+        children[0].wait()
+        current["pid"] = children[1].pid  # the daemon restarted with a new pid
+        assert reader.read(["osd.0"])["osd.0"] is None  # the old process is gone: a gap, not its pid reused
+        again = reader.read(["osd.0"])["osd.0"]
+        assert again is not None and again.rss > 0 and lookups == ["osd.0", "osd.0"]
+    finally:
+        reader.close()
+        for c in children:
+            c.kill()
+            c.wait()
+
+
+def test_zombie_reads_as_not_running() -> None:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    time.sleep(0.2)  # exited, not reaped: a zombie with no memory
+    reader = LocalMemoryReader(lambda d: child.pid)
+    try:
+        assert reader.read(["osd.0"]) == {"osd.0": None}
+    finally:
+        child.wait()
+        reader.close()
 
 
 def test_memory_reader_exception_is_a_gap_for_every_daemon(tmp_path: Path) -> None:
     class BrokenReader:
-        def read(self, daemons: list[str]) -> dict[str, DaemonMemory | None]:
+        def read(self, daemons: list[str], rollup_of: set[str] = set()) -> dict[str, DaemonMemory | None]:
             raise RuntimeError("boom")
 
     tl = Timeline(tmp_path)
-    sampler = MemorySampler(tl, _target(), reader=BrokenReader())
+    sampler = MemorySampler(tl, _target(), reader=BrokenReader(), rollup_interval=1.0)
     _step(sampler, 1.0)
     tl.close()
     series = read_series(tmp_path)
-    assert {s.labels["daemon"]: s.value for s in series if s.metric == "rss.bytes"} == \
-        {"osd.0": None, "osd.1": None, "osd.2": None}
+    for metric in ("rss.bytes", "pss.bytes", "uss.bytes"):
+        assert {s.labels["daemon"]: s.value for s in series if s.metric == metric} == \
+            {"osd.0": None, "osd.1": None, "osd.2": None}
 
 
 PROBE_OUTPUT = """\

@@ -82,3 +82,43 @@ def test_cli_unknown_flag_is_one_line_exit_2():
     p = subprocess.run([sys.executable, "-m", "drills.cli", "sandbox", "up", "--rackz", "3"], capture_output=True, text=True)
     assert p.returncode == 2
     assert "unrecognized arguments: --rackz" in p.stderr.splitlines()[-1]
+
+
+def _status(health="HEALTH_OK", up=6, states=(("active+clean", 64),), num_pgs=64):
+    return {"health": {"status": health}, "osdmap": {"osdmap": {"epoch": 30, "num_up_osds": up}},
+            "pgmap": {"num_pgs": num_pgs, "pgs_by_state": [{"state_name": s, "count": n} for s, n in states]}}
+
+
+def test_cluster_ready_needs_every_osd_up_every_pg_clean_and_health_ok():
+    from drills.sandbox.bootstrap import cluster_ready
+
+    assert cluster_ready(_status(), 6)
+    assert not cluster_ready(_status(up=5), 6)
+    assert not cluster_ready(_status(health="HEALTH_WARN"), 6)
+    # health can read OK while fresh PGs are still unknown/creating: not ready
+    assert not cluster_ready(_status(states=(("active+clean", 60), ("unknown", 4))), 6)
+    assert not cluster_ready(_status(states=(), num_pgs=0), 6)  # no PGs reported yet
+
+
+def test_step_durations_and_step_keys():
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks"))
+    from sandbox_startup import step_durations
+
+    assert step_durations([("a", 1.0), ("b", 3.5), ("c", 3.5)]) == [("a", 1.0), ("b", 2.5), ("c", 0.0)]
+
+
+def test_mgr_module_path_holds_only_the_modules_asked_for(tmp_path):
+    from drills.sandbox.bootstrap import link_mgr_modules, mgr_module_dir
+
+    source = tmp_path / "mgr"
+    for m in ("balancer", "dashboard", "iostat", "volumes"):
+        (source / m).mkdir(parents=True)
+        (source / m / "__init__.py").write_text("")
+    (source / "mgr_module.py").write_text("")
+    spec = SandboxSpec(dir=str(tmp_path / "sb"))
+    linked = link_mgr_modules(spec, ["balancer", "volumes", "iostat", "not_installed"], source)
+    assert linked == ["balancer", "iostat", "volumes"]  # a module the release lacks is left out
+    assert sorted(p.name for p in mgr_module_dir(spec).iterdir()) == ["balancer", "iostat", "mgr_module.py", "volumes"]
+    assert (mgr_module_dir(spec) / "volumes").resolve() == source / "volumes"
+    assert link_mgr_modules(spec, ["balancer", "volumes", "iostat"], source) == linked  # again: no error
+    assert f"mgr_module_path = {spec.dir}/mgr-modules" in ceph_conf(spec, "f")

@@ -37,7 +37,7 @@ def test_round_trip(tmp_path):
     "mutate, message",
     [
         (lambda s: s.replace('client = "client.drills"', 'client = "client.drills"\nbogus = 1'), "unknown key(s) bogus"),
-        (lambda s: s.replace("op_timeout = 30.0", 'op_timeout = "soon"'), "cluster.op_timeout: expected float"),
+        (lambda s: s.replace("op_timeout = 30.0", 'op_timeout = "soon"'), "cluster.op_timeout: expected a number, got 'soon'; write e.g. op_timeout = 30.0"),
         (lambda s: s.replace('"osd.2", "osd.3"', '"osd.2", "osd.1"'), "daemon 'osd.1' is listed on two hosts"),
         (lambda s: s.replace('kind = "ipmi", address = "stor-b1-bmc.staging.example", ', 'kind = "ipmi", '), "power.kind = 'ipmi' needs power.address"),
         (lambda s: s.replace('deployment = "package"', 'deployment = "k8s"'), "cluster.deployment: 'k8s' is not one of"),

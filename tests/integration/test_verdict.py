@@ -1,0 +1,138 @@
+"""The verdict on a real cluster: green when healthy, red when made worse on purpose, the same everywhere.
+
+Canaries (a cluster made worse on purpose, to show a check fails before its pass is trusted):
+ - every OSD starved of CPU (a cpu cgroup quota): the smoke drill fails naming the breaches;
+ - the verifying writer drops one acknowledged write: the drill fails through the invariant even when a
+   thresholds file loosens lost_writes_max;
+ - a drill forced into its stop condition (a detection timeout shorter than the heartbeat grace): failed in
+   the exit code, summary.json, the .prom file, the HTML page and the JUnit file.
+Refusals: a wrong fsid and a non-destructive target are one line and exit 2 before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from drills.faults.ledger import FaultLedger
+from drills.target import load_target
+
+from .canaries import cpu_starved
+
+pytestmark = pytest.mark.integration
+
+
+def drill_run(target: Path | str, reports: Path, *extra: str, suite: str = "smoke", env: dict[str, str] | None = None,
+              timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", str(target), "--suite", suite,
+                           "--report-dir", str(reports), *extra],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def outputs_agree(run_dir: Path, verdict: str, exit_code: int) -> dict:
+    """summary.json, the .prom file, the HTML badge and the JUnit properties all say `verdict`."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["verdict"], summary["exit_code"]) == (verdict, exit_code), summary["reasons"]
+    prom = (run_dir / "ceph_drills.prom").read_text()
+    assert f"ceph_drills_run_passed {1 if verdict == 'passed' else 0}" in prom
+    assert f"ceph_drills_run_exit_code {exit_code}" in prom
+    assert f'class="badge {verdict}">{verdict}' in (run_dir / "index.html").read_text()
+    props = {p.get("name"): p.get("value") for p in ET.parse(run_dir / "junit.xml").getroot().iter("property")}
+    assert (props["ceph_drills_verdict"], props["ceph_drills_exit_code"]) == (verdict, str(exit_code))
+    return summary
+
+
+def results(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (run_dir / "drills").glob("*.json")}
+
+
+def test_cpu_starved_osds_fail_the_smoke_drill_naming_the_breaches(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
+    sandbox_cluster.wait_for_clean(timeout=300)
+    osds = sorted(load_target(sandbox_spec.target_path).osd_ids)
+    with cpu_starved(sandbox_spec, osds, share=0.05):
+        p = drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", "test_health_and_io")
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
+    summary = outputs_agree(tmp_path / "latest", "failed", 1)
+    smoke = results(tmp_path / "latest")["smoke"]
+    failed = {c["name"] for c in smoke["checks"] if not c["passed"] and c["severity"] == "fail"}
+    # the shipped limits catch an 18x slower cluster: IOPS and/or p99 in the baseline
+    assert failed & {"iops_min", "p99_latency_max"}, failed
+    assert "FAIL baseline" in p.stdout and any("smoke:" in r for r in summary["reasons"])
+
+
+def test_a_dropped_acknowledged_write_fails_even_when_lost_writes_max_is_loosened(sandbox_spec, sandbox, tmp_path):
+    loose = tmp_path / "loose.toml"
+    loose.write_text("schema_version = 1\n[smoke.after]\nlost_writes_max = 1000\n")
+    reports = tmp_path / "reports"
+    p = drill_run(sandbox_spec.target_path, reports, "--thresholds", str(loose), "--", "-k", "test_health_and_io",
+                  env={"DRILL_CANARY_DROP_WRITE": "5"})
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
+    outputs_agree(reports / "latest", "failed", 1)
+    checks = {c["name"]: c for c in results(reports / "latest")["smoke"]["checks"]}
+    assert checks["lost_writes_max"]["passed"] and checks["lost_writes_max"]["source"] == str(loose)
+    inv = checks["acked_writes_lost_max"]
+    assert not inv["passed"] and inv["measured"] == 1 and inv["source"] == "invariant"
+
+
+def test_a_forced_stop_condition_is_failed_in_every_output(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
+    sandbox_cluster.wait_for_clean(timeout=300)
+    target = load_target(sandbox_spec.target_path)
+    p = drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", "test_rack_power_cut",
+                  env={"DRILL_PACE_OVERRIDES": "detection_timeout=5,warmup=5,warmup_max=5,baseline=5"})
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
+    summary = outputs_agree(tmp_path / "latest", "failed", 1)
+    cut = results(tmp_path / "latest")["rack_power_cut"]
+    assert cut["outcome"] == "failed" and "timed out after 5 s" in cut["stop_condition"] and cut["phase"] == "detection"
+    assert "stop condition" in p.stdout and "Traceback" not in p.stdout
+    assert any("stopped: timed out after 5 s" in r for r in summary["reasons"])
+    assert FaultLedger(target.state_dir).pending() == []  # healed at once
+    sandbox_cluster.wait_for_osds(up=set(target.osd_ids), timeout=120)
+    sandbox_cluster.wait_for_clean(timeout=300)
+
+
+def test_fault_drills_at_smoke_pace_pass_on_a_healthy_sandbox(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
+    """Host cut, OSD kill, partition and hung OSD, each through the runbook with every check and invariant."""
+    sandbox_cluster.wait_for_clean(timeout=300)
+    selected = "test_host_power_cut or test_osd_kill or test_rack_partition or test_hung_osd"
+    p = drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", selected, suite="nightly", env={"DRILL_PACE": "smoke"})
+    summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
+    assert p.returncode == 0, "\n".join(summary["reasons"]) + p.stdout[-3000:]
+    outputs_agree(tmp_path / "latest", "passed", 0)
+    r = results(tmp_path / "latest")
+    assert set(r) == {"host_power_cut", "osd_kill", "rack_partition", "hung_osd"}
+    for name, res in r.items():
+        names = {c["name"] for c in res["checks"]}
+        assert {"acked_writes_lost_max", "unfound_objects_max", "faults_left_max", "flags_changed_max"} <= names, name
+        assert all(c["measured"] is not None for c in res["checks"] if c["severity"] == "fail"), name
+
+
+def test_a_wrong_cluster_is_refused_in_one_line_before_anything_runs(sandbox_spec, sandbox, tmp_path):
+    wrong = tmp_path / "wrong.toml"
+    text = Path(sandbox_spec.target_path).read_text()
+    fsid = load_target(sandbox_spec.target_path).cluster.fsid
+    wrong.write_text(text.replace(fsid, "00000000-0000-0000-0000-000000000000"))
+    p = drill_run(wrong, tmp_path / "reports")
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("drill: error: refused:") and "fsid" in p.stderr
+    assert "Traceback" not in p.stdout + p.stderr and "test session starts" not in p.stdout
+    (run,) = [d for d in (tmp_path / "reports").iterdir()]
+    assert (run / "refused.txt").read_text().strip() in p.stderr and not (run / "drills").exists()
+    assert json.loads((run / "summary.json").read_text())["verdict"] == "refused"
+
+
+def test_a_non_destructive_target_refuses_fault_drills_or_skips_them_when_asked(sandbox_spec, sandbox, tmp_path):
+    safe = tmp_path / "safe.toml"
+    safe.write_text(Path(sandbox_spec.target_path).read_text().replace("destructive = true", "destructive = false"))
+    p = drill_run(safe, tmp_path / "a")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "destructive = true" in p.stderr and "--skip-destructive" in p.stderr and "rack_power_cut" in p.stderr
+    p = drill_run(safe, tmp_path / "b", "--skip-destructive", "--", "-k", "test_rados_object_round_trip or test_rack_power_cut")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    cut = results(tmp_path / "b" / "latest")["rack_power_cut"]
+    assert cut["outcome"] == "skipped" and "destructive = true" in cut["error"]

@@ -109,7 +109,9 @@ def decide(results: Iterable[DrillResult], tests: Iterable[TestOutcome] = (), re
         if t.wrote_result and t.drill in judged:
             continue  # its drill result speaks for it
         if t.outcome in ("failed", "error"):
-            outcome = "failed" if t.kind in ("check", "stop") else "error"
+            # a failure in set-up or teardown (a failed preflight, a cluster that did not answer) is a set-up
+            # error; in the test itself an assertion or a stop condition is a finding, anything else the harness
+            outcome = "failed" if t.outcome == "failed" and t.kind in ("check", "stop") else "error"
             outcomes.append(outcome)
             reasons.append(f"{t.nodeid}: {'failed' if outcome == 'failed' else 'harness error'}: {t.message}")
         elif t.outcome == "passed":

@@ -10,6 +10,8 @@ import pytest
 from drills.history.store import HistoryError, connect, history_path, import_runs, record_run, runs
 from drills.history.synthetic import FSID, make_run, rack_measurements
 
+pytestmark = pytest.mark.usefixtures("fixed_defaults")  # synthetic figures against pinned limits
+
 T0 = 1_760_000_000.0
 
 

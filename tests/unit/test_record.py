@@ -21,6 +21,8 @@ from drills.runconfig import write_resolved_config
 from drills.thresholds import Check, load_thresholds
 from drills.timeline import Timeline, read_events, read_meta, read_series
 
+pytestmark = pytest.mark.usefixtures("fixed_defaults")  # synthetic figures against pinned limits
+
 T0 = 1_800_000_000.0
 DRILL_NAME = "rack_power_cut"
 RACKS = {"rack1": {"host1": ["osd.0", "mon.a"], "host2": ["osd.1"]},

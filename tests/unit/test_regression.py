@@ -17,6 +17,8 @@ from drills.history.regression import (
 from drills.history.store import history_path, import_runs
 from drills.history.synthetic import FSID, make_run, rack_measurements
 
+pytestmark = pytest.mark.usefixtures("fixed_defaults")  # synthetic figures against pinned limits
+
 T0 = 1_760_000_000.0
 DAY = 86400.0
 def rules():

@@ -32,6 +32,8 @@ from drills.report.svg import Band, Line, Marker, line_chart
 from drills.thresholds import load_thresholds
 from drills.timeline import Timeline, read_events, read_series
 
+pytestmark = pytest.mark.usefixtures("fixed_defaults")  # synthetic figures against pinned limits
+
 T0 = 1_700_000_000.0
 DURATION = 400
 OSDS = {"rack1": {"host1": ["osd.0", "osd.1"]}, "rack2": {"host2": ["osd.2", "osd.3"]},

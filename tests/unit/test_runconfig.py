@@ -24,6 +24,8 @@ from drills.thresholds import Thresholds, load_thresholds, loads_thresholds
 from drills.timeline import Timeline
 from drills.verdict import TestOutcome, write_test_outcomes
 
+pytestmark = pytest.mark.usefixtures("fixed_defaults")  # synthetic figures against pinned limits
+
 T0 = 1_800_000_000.0
 TARGET = "/etc/ceph-drills/staging.toml"
 USER_FILE = """

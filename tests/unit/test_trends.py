@@ -17,6 +17,8 @@ from drills.history.store import history_path, import_runs
 from drills.history.synthetic import FSID, make_run, rack_measurements
 from drills.report.trends import render_trends_index
 
+pytestmark = pytest.mark.usefixtures("fixed_defaults")  # synthetic figures against pinned limits
+
 T0 = 1_760_000_000.0
 DAY = 86400.0
 RULES = parse_regression_rules({"rack_power_cut": {"recovery": {"p99_latency": 0.5, "iops_ratio": 0.3}}}, "t.toml")

@@ -1,4 +1,5 @@
-"""Clusters made worse on purpose, to show a drill check fails before its pass is trusted.
+"""Clusters made worse on purpose, to show a drill check fails before its pass is trusted; and what every
+output of a run must agree on.
 
 `cpu_starved` puts every OSD process of a sandbox into one cpu cgroup (v1) with a CFS quota, and
 moves them back and removes the cgroup on the way out, whatever happened. The cgroup is named
@@ -7,6 +8,11 @@ after the sandbox prefix so that a leftover from a crashed test is found and rem
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +52,27 @@ def cpu_starved(spec: SandboxSpec, osds: list[int], share: float) -> Iterator[li
         yield pids
     finally:
         _release(cg)
+
+
+def drill_run(target: Path | str, reports: Path, *extra: str, suite: str = "smoke", env: dict[str, str] | None = None,
+              timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", str(target), "--suite", suite,
+                           "--report-dir", str(reports), *extra],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def outputs_agree(run_dir: Path, verdict: str, exit_code: int) -> dict:
+    """summary.json, the .prom file, the HTML badge and the JUnit properties all say `verdict`."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["verdict"], summary["exit_code"]) == (verdict, exit_code), summary["reasons"]
+    prom = (run_dir / "ceph_drills.prom").read_text()
+    assert f"ceph_drills_run_passed {1 if verdict == 'passed' else 0}" in prom
+    assert f"ceph_drills_run_exit_code {exit_code}" in prom
+    assert f'class="badge {verdict}">{verdict}' in (run_dir / "index.html").read_text()
+    props = {p.get("name"): p.get("value") for p in ET.parse(run_dir / "junit.xml").getroot().iter("property")}
+    assert (props["ceph_drills_verdict"], props["ceph_drills_exit_code"]) == (verdict, str(exit_code))
+    return summary
+
+
+def results(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (run_dir / "drills").glob("*.json")}

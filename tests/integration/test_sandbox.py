@@ -135,7 +135,7 @@ def test_smoke_suite_through_drill_run(sandbox_spec, sandbox, tmp_path):
     latest = reports / "latest"
     summary = json.loads((latest / "summary.json").read_text())
     assert p.returncode == 0, "\n".join(summary["reasons"]) + "\n" + p.stdout[-3000:] + p.stderr[-2000:]
-    from .test_verdict import outputs_agree
+    from canaries import outputs_agree
 
     outputs_agree(latest, "passed", 0)
     assert (reports / "index.html").is_file()

@@ -12,10 +12,6 @@ Refusals: a wrong fsid and a non-destructive target are one line and exit 2 befo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -23,33 +19,9 @@ import pytest
 from drills.faults.ledger import FaultLedger
 from drills.target import load_target
 
-from .canaries import cpu_starved
+from canaries import cpu_starved, drill_run, outputs_agree, results
 
 pytestmark = pytest.mark.integration
-
-
-def drill_run(target: Path | str, reports: Path, *extra: str, suite: str = "smoke", env: dict[str, str] | None = None,
-              timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", str(target), "--suite", suite,
-                           "--report-dir", str(reports), *extra],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def outputs_agree(run_dir: Path, verdict: str, exit_code: int) -> dict:
-    """summary.json, the .prom file, the HTML badge and the JUnit properties all say `verdict`."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert (summary["verdict"], summary["exit_code"]) == (verdict, exit_code), summary["reasons"]
-    prom = (run_dir / "ceph_drills.prom").read_text()
-    assert f"ceph_drills_run_passed {1 if verdict == 'passed' else 0}" in prom
-    assert f"ceph_drills_run_exit_code {exit_code}" in prom
-    assert f'class="badge {verdict}">{verdict}' in (run_dir / "index.html").read_text()
-    props = {p.get("name"): p.get("value") for p in ET.parse(run_dir / "junit.xml").getroot().iter("property")}
-    assert (props["ceph_drills_verdict"], props["ceph_drills_exit_code"]) == (verdict, str(exit_code))
-    return summary
-
-
-def results(run_dir: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in (run_dir / "drills").glob("*.json")}
 
 
 def test_cpu_starved_osds_fail_the_smoke_drill_naming_the_breaches(sandbox_spec, sandbox, sandbox_cluster, tmp_path):

@@ -3,9 +3,9 @@
 OOM kills, per host:
   sandbox host (access.kind "local", a sandbox target): the kernel's OOM-kill counter of the host's
       memory cgroup ``ceph-drills-<prefix>/<host>`` (v1 ``memory.oom_control``, v2 ``memory.events``).
-      `drill sandbox up` makes one for every OSD host; the service host (mon, mgr, rgw) has none, and
-      the machine's own /proc/vmstat would count every sandbox's and every other process's kills, so
-      such a host is not measured.
+      `drill sandbox up` makes one for every host, the service host (mon, mgr, rgw) included (never
+      limited). A host without one is not measured: the machine's own /proc/vmstat would count every
+      sandbox's and every other process's kills.
   ssh host: ``oom_kill`` from the host's /proc/vmstat (kernel 4.13+), over the SSH fault backend.
   anything else, or a read that fails: not measured (value None, with why).
 """
@@ -110,7 +110,7 @@ def oom_kill_reading(target: Target, host: Host, *, ssh_run: HostCommand | None 
     cg = cgroup_of(prefix, host.name)
     if cg is None:
         return HostCount(host.name, None, "", f"no memory cgroup for sandbox host {host.name} "
-                         "(the sandbox makes them for OSD hosts only)")
+                         "(a sandbox made before service hosts had one: run `drill sandbox up` again)")
     try:
         value = cg.read().oom_kills
     except Exception as e:  # noqa: BLE001

@@ -183,7 +183,9 @@ def _workload(**kw: object) -> S3Workload:
 def test_standalone_run_writes_per_second_rate_and_p99(tmp_path: Path, fake_s3: tuple) -> None:
     endpoint, handler = fake_s3
     tl = Timeline(tmp_path / "run")
-    result = run_s3(_workload(), endpoint, tl, workdir=tmp_path / "work")
+    # 6 s: locust's own start-up (gevent, the runner) takes 1-2 s of a loaded 2-core machine, and the
+    # per-second series needs at least three whole seconds after it (seen failing with 4 s under load)
+    result = run_s3(_workload(runtime_s=6), endpoint, tl, workdir=tmp_path / "work")
     tl.close()
     series = read_series(tmp_path / "run")
     put_rps = [s.value for s in series if s.metric == "s3.put.rps"]

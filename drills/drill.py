@@ -69,7 +69,7 @@ class DrillRecorder:
             merged.setdefault(phase, {}).update(kv)  # the drill's own timing wins over derivation
         invariants: tuple[Check, ...] = ()
         if self.evidence is not None and not error:
-            invariants = tuple(self.evidence.checks(self, lost_writes, aborted=bool(stop_condition)))
+            invariants = tuple(self.evidence.checks(lost_writes, aborted=bool(stop_condition)))
         regressions = tuple(self._regressions(merged)) if not error else ()
         result = finish_drill(self.name, self.started, ended, merged, self.thresholds, lost_writes=lost_writes,
                               model=model, error=error, notes=tuple(self.notes),

@@ -28,7 +28,6 @@ from drills.thresholds import COUNT, INVARIANT, Check
 
 if TYPE_CHECKING:
     from drills.cluster import CephCluster
-    from drills.drill import DrillRecorder
     from drills.report.results import LostWrites
     from drills.target import Target
 
@@ -114,7 +113,7 @@ class DrillEvidence:
 
     # --- the checks -------------------------------------------------------------------------------
 
-    def checks(self, drill: "DrillRecorder", lost: "LostWrites | None", aborted: bool = False) -> list[Check]:
+    def checks(self, lost: "LostWrites | None", aborted: bool = False) -> list[Check]:
         out = [self._lost_writes(lost), *self._fio(), self._unfound(), self._faults_left(), self._flags(),
                self._cluster_log(), self._crashes(), self._scrub(aborted)]
         for source in self.extra:

@@ -328,7 +328,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _refuse(config: pytest.Config, reason: str) -> None:
     """The run directory, if one was asked for, says "refused" and why; no drill report is made."""
     if config.getoption("--run-id"):
-        from drills.runner import write_refused
+        from drills.report.summary import write_refused
 
         write_refused(_ensure_run_dir(config), reason)
     raise pytest.UsageError(f"refused: {reason}")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from drills.admission import Refused, admit, plan_drills
+from drills.report.summary import write_refused
 from drills.faults.base import FaultError
 from drills.target import Target, TargetError, load_target
 from drills.invariants import INVARIANT_NAMES
@@ -113,16 +114,6 @@ def admit_suite(t: Target, modules: list[str], skip_destructive: bool) -> dict[s
         return admit(t, cluster, plan, skip_destructive)
     finally:
         cluster.close()
-
-
-def write_refused(run_dir: Path, reason: str) -> None:
-    from drills.report import write_prom, write_summary_json
-    from drills.verdict import REFUSED_FILE
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / REFUSED_FILE).write_text(reason + "\n")
-    write_summary_json(run_dir)
-    write_prom(run_dir)
 
 
 def rerun_failed(run_dir: str, report_dir: str, dry_run: bool, extra: list[str], skip_destructive: bool = False) -> int:

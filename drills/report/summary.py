@@ -165,3 +165,11 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
+
+def write_refused(run_dir: Path, reason: str) -> None:
+    from drills.verdict import REFUSED_FILE
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / REFUSED_FILE).write_text(reason + "\n")
+    write_summary_json(run_dir)
+    write_prom(run_dir)

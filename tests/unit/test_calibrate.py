@@ -37,6 +37,20 @@ def test_rule_halving_and_tripling_fail() -> None:
     assert "a halving would not fail" in rule
 
 
+def test_noisy_runs_get_a_limit_three_log_sds_below_their_mean() -> None:
+    # the after-phase IOPS ratios of rack_power_cut's healthy runs on the 2-core sandbox
+    runs = [1.85, 0.71, 0.99, 1.43, 1.35, 0.66, 0.82]
+    limit, rule = calibrated_limit("iops_ratio_min", runs)
+    assert limit < 0.6 * 0.99 and limit < 0.9 * 0.66 and "log-SD of the runs" in rule
+    assert 0.574 > limit > 0.25 and "a halving would not fail" in rule  # said, not hidden
+    # steady runs: the spread does not bind, a halving still fails
+    steady, _ = calibrated_limit("iops_min", [340.0, 350.0, 360.0, 355.0, 345.0])
+    assert steady == 0.6 * 350.0
+    # two runs cannot give a spread: the pooled one is used, and it binds below 0.9 x lowest
+    two, rule = calibrated_limit("iops_ratio_min", [1.16, 1.56])
+    assert two < 0.5 * 1.16 and "pooled log-SD 0.32" in rule
+
+
 def test_values_round_away_from_the_runs() -> None:
     assert toml_value(0.12345, "s", "max") == '"124ms"'
     assert toml_value(12.34, "s", "max") == '"12.4s"'

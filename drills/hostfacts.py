@@ -133,3 +133,53 @@ def oom_kills_between(before: dict[str, int | None], after: dict[str, int | None
         a, b = before.get(host), after.get(host)
         out[host] = b - a if a is not None and b is not None and b >= a else None
     return out
+
+
+# --- memory: MemTotal / MemAvailable --------------------------------------------------------------
+
+# Both lines or nothing; the values are kB as the kernel prints them.
+MEMINFO_COMMAND = "awk '$1 == \"MemTotal:\" || $1 == \"MemAvailable:\" {print $1, $2}' /proc/meminfo"
+
+
+@dataclass(frozen=True)
+class MemInfo:
+    """A host's /proc/meminfo totals in bytes; ``total`` None = not measured, ``why`` says why."""
+
+    host: str
+    total: int | None
+    available: int | None
+    source: str  # "ssh /proc/meminfo", "/proc/meminfo of this machine", or "" when not measured
+    why: str = ""
+
+
+def parse_meminfo(stdout: str) -> tuple[int | None, int | None]:
+    """Pure: MEMINFO_COMMAND's output (or /proc/meminfo itself) -> (MemTotal, MemAvailable) in bytes."""
+    found: dict[str, int] = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("MemTotal:", "MemAvailable:") and parts[1].isdigit():
+            found[parts[0]] = int(parts[1]) * 1024
+    return found.get("MemTotal:"), found.get("MemAvailable:")
+
+
+def meminfo_reading(target: Target, host: Host, *, ssh_run: HostCommand | None = None,
+                    local_meminfo: Callable[[], str] | None = None) -> MemInfo:
+    """MemTotal and MemAvailable of a host: over SSH for an ssh host; a local (sandbox) host shares this
+    machine's, so it is read here and the source says so. ``ssh_run`` and ``local_meminfo`` are for tests."""
+    if host.access.kind == "ssh":
+        run = ssh_run or _ssh_command(target)
+        try:
+            total, available = parse_meminfo(run(host, MEMINFO_COMMAND))
+        except Exception as e:  # noqa: BLE001 - an unreachable host is not measured, never 0
+            return MemInfo(host.name, None, None, "", f"cannot read /proc/meminfo over SSH: {e}")
+        source = "ssh /proc/meminfo"
+    else:
+        try:
+            text = local_meminfo() if local_meminfo is not None else open("/proc/meminfo").read()
+        except OSError as e:
+            return MemInfo(host.name, None, None, "", f"cannot read /proc/meminfo: {e}")
+        total, available = parse_meminfo(text)
+        source = "/proc/meminfo of this machine (shared by every local host)"
+    if total is None:
+        return MemInfo(host.name, None, available, "", "no MemTotal line in /proc/meminfo")
+    return MemInfo(host.name, total, available, source)

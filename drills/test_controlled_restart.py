@@ -38,6 +38,8 @@ from drills.report.analysis import Window, measure_phases
 from drills.restart.flags import DEFAULT_RESTART_FLAGS, ClusterFlags
 from drills.restart.hostops import CephClusterOps, host_ops_for
 from drills.restart.orchestrator import ControlledRestart, HostOps, RestartConfig, RestartResult, order_daemons, select_osds
+from drills.restart.plan import RestartPlan, compare_peaks, make_plan
+from drills.restart.plan_gather import STARTUP_PGS_METRIC, gather_plan_inputs
 from drills.restart.runbook import heap_release, run_with_flags, start_need_default
 from drills.scenario import FaultDrill
 from drills.target import Host, Target
@@ -353,12 +355,43 @@ def rack_memory(drill: DrillRecorder, cluster: CephCluster, power_return: Contro
     return RackMemory(budgets, peak_used, {d: power_return.rss_before.get(d) for d in osds}, peak_rss, rss_clean, rss_released)
 
 
+# --- the restart plan's prediction -------------------------------------------------------------------
+
+
+def predict_restart(drill: DrillRecorder, cluster: CephCluster, t: Target, rack: str, budgets: RestartBudgets) -> RestartPlan | None:
+    """`drill restart --plan` for the rack under the drill's budgets, made before the cut (read-only); each
+    OSD's PG count is kept (`startup_pgs`) so that later plans learn the per-PG cost from this run's peaks.
+    None, with a note, when it cannot be made: the prediction is extra, never the drill's end."""
+    try:
+        inputs = gather_plan_inputs(t, cluster, select_osds(t, rack=rack), f"rack {rack}", budgets=budgets.per_host,
+                                    history_db=drill.run_dir.resolve().parent / "history.sqlite")
+    except (ClusterError, FaultError, OSError) as e:
+        drill.note(f"restart plan not made: {type(e).__name__}: {e}")
+        return None
+    drill.measure("recovery", STARTUP_PGS_METRIC, {o.name: o.pgs.value for o in inputs.osds})
+    plan = make_plan(inputs)
+    drill.event("restart.prediction", f"restart plan for rack {rack}", plan=plan.to_dict())
+    return plan
+
+
+def measure_prediction(drill: DrillRecorder, plan: RestartPlan | None, peak_used: dict[str, int]) -> None:
+    """Predicted vs measured peak per host (power-on to active+clean), as `restart_plan_error_ratio`."""
+    if plan is None:
+        return
+    drill.measure("recovery", "restart_plan_peak", {h.host: h.predicted_peak for h in plan.hosts})
+    comparisons = compare_peaks(plan, peak_used)
+    drill.measure("recovery", "restart_plan_error_ratio", {c.host: c.error_ratio for c in comparisons})
+    for c in comparisons:
+        drill.note(c.line())
+
+
 def test_controlled_restart(drill: DrillRecorder, cluster: CephCluster, drill_target: Target, faults: FaultSession,
                             drill_image: str) -> None:
     t = drill_target
     rack = drill_rack(t)
     budgets = restart_budgets(t, rack, None if os.environ.get("DRILL_RESTART_BUDGET") else running_osd_memory_target(cluster))
     start_need = start_need_default(cluster)
+    plan = predict_restart(drill, cluster, t, rack, budgets)
     power_return = ControlledPowerReturn(drill, cluster, t, faults, rack, budgets, start_need)
     drill.note(f"rack {rack} ({', '.join(d for _, d in osds_of(power_return.hosts))}); budget per host "
                + ", ".join(f"{h} {_mib(b)}" for h, b in sorted(budgets.per_host.items()))
@@ -394,6 +427,7 @@ def test_controlled_restart(drill: DrillRecorder, cluster: CephCluster, drill_ta
         drill.measure("after", "rss_after_heap_release_ratio", memory.ratio_to_before(memory.rss_released))
     for line in memory.notes():
         drill.note(line)
+    measure_prediction(drill, plan, memory.peak_used)
 
     # The controlled start's own verdict: OSDs it left held (None when it never ran: "not measured" fails).
     drill.measure("recovery", "held_osds", None if result is None else len(result.held))

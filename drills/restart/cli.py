@@ -2,6 +2,10 @@
 
 Exit 0: every OSD started; 1: stopped because the budget cannot be met (flags restored, held OSDs
 listed); 2: bad input or an unreachable cluster.
+
+`drill restart --plan` starts nothing: it reads the cluster and the hosts and prints the restart plan
+(drills/restart/plan.py): exit 0 with a plan for every host, 2 when a reading is missing (the plan is
+printed first, the missing readings named) or the input is bad.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drills.restart.plan import RestartPlan
 
 EXIT_OK, EXIT_STOPPED, EXIT_ERROR = 0, 1, 2
 
@@ -33,10 +41,21 @@ def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
     p.add_argument("--settle", type=float, default=20, help="seconds to let memory settle before restarting the biggest daemon (default 20)")
     p.add_argument("--stop-first", action="store_true", help="stop the selected OSDs first (a rolling restart); otherwise running ones are skipped")
     p.add_argument("--report-dir", default="reports", help="the run's timeline goes to REPORT_DIR/restart-<utc time> (default reports)")
+    p.add_argument("--plan", action="store_true",
+                   help="start nothing: predict each host's peak for an all-at-once start and print the safe order, "
+                        "how many OSDs may start at once and each step's budget (read-only)")
+    p.add_argument("--history", default=None,
+                   help="with --plan: the history database with earlier start-up peaks (default REPORT_DIR/history.sqlite)")
+    p.add_argument("--json", action="store_true", help="with --plan: the plan as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plan:
+        return run_plan(args)
+    if args.json:
+        print("drill restart: error: --json goes with --plan; the restart itself prints its decisions as it goes", file=sys.stderr)
+        return EXIT_ERROR
     from drills.cluster import CephCluster
     from drills.faults.base import DaemonStop, FaultSession
     from drills.faults.guard import guard_from_cluster
@@ -90,3 +109,87 @@ def run(args: argparse.Namespace) -> int:
               "or one by one by hand once memory allows")
     print(f"flags restored: {', '.join(f for f in flags.flags if f not in flags.unsupported and f not in flags.already_set) or 'none set'}; timeline in {run_dir}")
     return EXIT_OK if result.ok else EXIT_STOPPED
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """`drill restart --plan`: read-only; the plan on stdout (table or JSON), missing readings as one error line."""
+    import json
+
+    from drills.cluster import CephCluster
+    from drills.restart.orchestrator import RestartError, select_osds
+    from drills.restart.plan import make_plan
+    from drills.restart.plan_gather import gather_plan_inputs
+    from drills.target import load_target
+
+    target = load_target(args.target)
+    try:
+        pairs = select_osds(target, args.rack, args.host)
+    except RestartError as e:
+        print(f"drill restart: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    selection = f"rack {args.rack}" if args.rack else f"host {args.host}"
+    history = Path(args.history) if args.history else Path(args.report_dir) / "history.sqlite"
+    with CephCluster(target) as cluster:
+        inputs = gather_plan_inputs(target, cluster, pairs, selection, budget=args.memory_budget,
+                                    history_db=history, margin=args.need_margin)
+    plan = make_plan(inputs)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print_plan(plan, args.rack)
+    if not plan.complete:
+        missing = plan.missing
+        more = f" (and {len(missing) - 1} more, listed above)" if len(missing) > 1 else ""
+        print(f"drill restart: error: plan incomplete: {missing[0]}{more}; make the host reachable "
+              "(drill target --connect) and run --plan again", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _mib(v: int | None) -> str:
+    return "not measured" if v is None else f"{v / (1 << 20):,.0f} MiB"
+
+
+def print_plan(plan: "RestartPlan", rack: str | None) -> None:
+    """The plan as two tables (hosts, then steps), where each figure came from, and the order."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    c = plan.cost
+    console.print(f"Restart plan for {plan.selection} (read-only: nothing was changed)")
+    console.print(f"start-up cost per OSD: {c.per_osd / (1 << 20):.0f} MiB + {c.per_pg / (1 << 20):.1f} MiB per PG; "
+                  f"need = peak x {c.margin:g} (the controlled start's margin), at least half of osd_memory_target")
+    console.print(f"  per PG: {c.per_pg_source}")
+    console.print(f"  per OSD: {c.per_osd_source}")
+
+    hosts = Table(title="All at once: predicted peak per host", title_justify="left")
+    for col in ("host", "OSDs (PGs)", "memory", "in use by others", "predicted peak", "verdict", "margin", "max at once"):
+        hosts.add_column(col, justify="right" if col in ("memory", "in use by others", "predicted peak", "margin", "max at once") else "left")
+    for h in plan.hosts:
+        margin = "not measured" if h.margin is None else (f"{_mib(h.margin)} to spare" if h.margin >= 0 else f"short {_mib(-h.margin)}")
+        verdict = h.verdict.upper() if h.verdict != "fits" else h.verdict
+        hosts.add_row(h.host, ", ".join(f"{o.osd} ({o.pgs})" for o in h.osds) or "-", _mib(h.memory.value),
+                      _mib(h.used_by_others.value), _mib(h.predicted_peak), verdict, margin,
+                      "not measured" if h.max_concurrent is None else str(h.max_concurrent))
+    console.print(hosts)
+
+    steps = Table(title="Steps per host (biggest first; hosts may go side by side)", title_justify="left")
+    for col in ("host", "step", "start", "predicted peak", "need", "budget for the step", "fits"):
+        steps.add_column(col, justify="right" if col in ("step", "predicted peak", "need", "budget for the step") else "left")
+    for h in plan.hosts:
+        if not h.steps:
+            steps.add_row(h.host, "-", "not measured", "", "", "", "")
+        for s in h.steps:
+            steps.add_row(h.host, str(s.index), ", ".join(f"{o.osd} ({o.pgs} PGs)" for o in s.osds),
+                          " + ".join(_mib(o.peak) for o in s.osds), " + ".join(_mib(o.need) for o in s.osds),
+                          _mib(s.budget), "yes" if s.fits else "NO")
+    console.print(steps)
+
+    for h in plan.hosts:
+        console.print(f"host {h.host}: memory from {h.memory.source}; in use from {h.used_by_others.source}")
+        for line in (*h.missing, *h.notes):
+            console.print(f"  {line}")
+    if plan.order:
+        where = f"--rack {rack}" if rack else f"--{plan.selection}"
+        console.print(f"safe order: {', '.join(plan.order)}  (drill restart {where} --order {','.join(plan.order)})")

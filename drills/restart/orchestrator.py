@@ -110,6 +110,18 @@ def decide(next_osd: str, need: int, mem: HostMemory, *, waited_s: float, settle
                     f"but {next_osd} needs ~{mib(need)} to start")
 
 
+def start_need_from_target(osd_memory_target: int) -> int:
+    """The flat start-up need before any peak is learned: half of osd_memory_target (an OSD grows towards
+    the target once running), never below 128 MiB."""
+    return max(128 * MiB, osd_memory_target // 2)
+
+
+def need_from_per_pg(need_per_pg: float, pgs: int, floor: int) -> int:
+    """An OSD's start-up need scaled by its PG count (``need_per_pg`` has the margin in it), never below
+    the flat estimate ``floor``."""
+    return max(floor, int(need_per_pg * pgs))
+
+
 # --- what the orchestrator needs from hosts and the cluster ------------------------------------
 
 
@@ -415,7 +427,7 @@ class ControlledRestart:
         if self._need_per_pg:
             pgs = self._pg_count(osd)
             if pgs:
-                need = max(self.config.start_need, int(self._need_per_pg * pgs))
+                need = need_from_per_pg(self._need_per_pg, pgs, self.config.start_need)
                 self.on_event("restart.need", f"{osd} needs ~{need / MiB:.0f} MiB to start "
                               f"({self._need_per_pg / MiB:.1f} MiB per PG x {pgs} PGs)",
                               {"daemon": osd, "need": need, "pgs": pgs, "need_per_pg": int(self._need_per_pg)})

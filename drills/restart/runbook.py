@@ -27,9 +27,10 @@ def start_need_default(cluster: CephCluster) -> int:
     the first start's measured peak replaces the estimate when larger). Raises NotMeasured (a
     ClusterError) when no OSD answers, rather than assuming Ceph's 4 GiB default."""
     from drills.preflight.checks import NotMeasured, running_osd_memory_target
+    from drills.restart.orchestrator import start_need_from_target
 
     try:
-        return max(128 << 20, running_osd_memory_target(cluster) // 2)
+        return start_need_from_target(running_osd_memory_target(cluster))
     except NotMeasured as e:
         raise NotMeasured(f"{e}; pass --start-need SIZE (memory one OSD needs to start)") from None
 

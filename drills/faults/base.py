@@ -26,6 +26,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
 from drills.faults.ledger import FaultLedger, LedgerEntry, ReplayReport
+from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.target import Host, Target, TargetError
 
 if TYPE_CHECKING:
@@ -103,6 +104,22 @@ class HostBackend(Protocol):
 
     def clear_packet_loss(self, host: Host, tag: str) -> None: ...
 
+    # Gray faults: slower, not broken (drills.faults.gray).  ``tag`` is the fault id.
+    def throttle_disk(self, host: Host, daemon: str, limit: DiskLimit, tag: str) -> None:
+        """Limit the daemon's device I/O (bytes/s, IOPS) until ``unthrottle_disk``."""
+
+    def unthrottle_disk(self, host: Host, daemon: str, tag: str) -> None: ...
+
+    def limit_cpu(self, host: Host, daemon: str, limit: CpuLimit, tag: str) -> None:
+        """Hold the daemon to a CFS quota until ``unlimit_cpu``."""
+
+    def unlimit_cpu(self, host: Host, daemon: str, tag: str) -> None: ...
+
+    def limit_link(self, host: Host, limit: LinkLimit, tag: str) -> None:
+        """Rate-limit the host's cluster link (tc tbf) until ``unlimit_link``."""
+
+    def unlimit_link(self, host: Host, tag: str) -> None: ...
+
 
 class UnsupportedOps:
     """Base for partial backends (a BMC only does power): everything else refuses clearly."""
@@ -141,6 +158,24 @@ class UnsupportedOps:
 
     def clear_packet_loss(self, host: Host, tag: str) -> None:
         raise self._no(host, "clear packet loss")
+
+    def throttle_disk(self, host: Host, daemon: str, limit: DiskLimit, tag: str) -> None:
+        raise self._no(host, f"throttle the disk of {daemon}")
+
+    def unthrottle_disk(self, host: Host, daemon: str, tag: str) -> None:
+        raise self._no(host, f"lift the disk throttle of {daemon}")
+
+    def limit_cpu(self, host: Host, daemon: str, limit: CpuLimit, tag: str) -> None:
+        raise self._no(host, f"limit the CPU of {daemon}")
+
+    def unlimit_cpu(self, host: Host, daemon: str, tag: str) -> None:
+        raise self._no(host, f"lift the CPU limit of {daemon}")
+
+    def limit_link(self, host: Host, limit: LinkLimit, tag: str) -> None:
+        raise self._no(host, "rate-limit its link")
+
+    def unlimit_link(self, host: Host, tag: str) -> None:
+        raise self._no(host, "lift its link rate limit")
 
 
 BackendResolver = Callable[[Host], HostBackend]
@@ -614,7 +649,13 @@ FAULT_TYPES: dict[str, type[Fault]] = {
 }
 # Fault kinds defined in rooms that build on this module, as data ("module:Class"), resolved on lookup (as
 # testinfra's backend registry does): importing them here would be an import cycle.
-LAZY_FAULT_TYPES: dict[str, str] = {"cluster_flags": "drills.restart.flags:ClusterFlags"}
+LAZY_FAULT_TYPES: dict[str, str] = {
+    "cluster_flags": "drills.restart.flags:ClusterFlags",
+    "slow_disk": "drills.faults.gray:SlowDisk",
+    "cpu_starvation": "drills.faults.gray:CpuStarvation",
+    "slow_link": "drills.faults.gray:SlowLink",
+    "flapping": "drills.faults.gray:Flapping",
+}
 
 
 def fault_type(kind: str) -> type[Fault]:

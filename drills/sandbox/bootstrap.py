@@ -670,7 +670,8 @@ def down(spec: SandboxSpec, log: Log = print, keep_dir: bool = False) -> DownRes
     return DownResult(killed, removed, time.monotonic() - t0, step_seconds)
 
 
-CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup")
+# memory: host budgets; blkio, cpu: gray faults' per-daemon cgroups (drills/faults/gray.py) a crash left behind
+CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/blkio", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup")
 
 
 def remove_cgroups(spec: SandboxSpec) -> list[str]:

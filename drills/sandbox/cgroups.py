@@ -263,3 +263,96 @@ def _oom_count(host: str, cg: HostCgroup) -> int:
 
 def _alive(old_pid: int, current: int | None) -> bool:
     return current is not None and current == old_pid and os.path.exists(f"/proc/{old_pid}")
+
+
+# --- per-fault cgroups of other controllers (gray faults) --------------------------------
+
+V1_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class ProcessCgroup:
+    """A cgroup v1 of one controller (``blkio``, ``cpu``) that a fault puts a few daemons in, limited.
+
+    ``<root>/<controller>/ceph-drills-<prefix>/<name>``: under the sandbox's own directory, so that
+    ``sandbox down`` finds a crashed run's leftover. ``release`` moves the processes back to the
+    controller's root (where sandbox daemons run: they only ever join a memory cgroup) and removes it.
+    """
+
+    controller: str
+    path: Path
+
+    @classmethod
+    def of(cls, controller: str, prefix: str, name: str, root: Path = V1_ROOT) -> "ProcessCgroup":
+        return cls(controller, root / controller / base_name(prefix) / name)
+
+    @property
+    def controller_root(self) -> Path:
+        return self.path.parent.parent
+
+    def available(self) -> bool:
+        return (self.controller_root / "cgroup.procs").exists() and (self.controller_root / "tasks").exists()
+
+    def create(self, settings: dict[str, str]) -> "ProcessCgroup":
+        """Make it (idempotent) and write each ``file: value`` (e.g. ``cpu.cfs_quota_us: 5000``)."""
+        if not self.available():
+            raise CgroupError(f"no cgroup v1 {self.controller} controller at {self.controller_root}")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CgroupError(f"cannot create {self.path}: {e.strerror or e} (root needed)") from None
+        for name, value in settings.items():
+            try:
+                (self.path / name).write_text(value)
+            except OSError as e:
+                raise CgroupError(f"cannot write {value!r} to {self.path / name}: {e.strerror or e}") from None
+        return self
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def add(self, pid: int) -> None:
+        """Move a process (every thread: v1 cgroup.procs takes the whole thread group)."""
+        try:
+            (self.path / "cgroup.procs").write_text(str(pid))
+        except OSError as e:
+            raise CgroupError(f"cannot move pid {pid} into {self.path}: {e.strerror or e}") from None
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def release(self) -> None:
+        """Move every process back to the controller's root and remove the cgroup (and its parent when
+        empty); idempotent. Limits go with the directory."""
+        if not self.path.is_dir():
+            return
+        for pid in self.pids():
+            try:
+                (self.controller_root / "cgroup.procs").write_text(str(pid))
+            except ProcessLookupError:
+                pass  # exited meanwhile
+            except OSError as e:
+                raise CgroupError(f"cannot move pid {pid} out of {self.path}: {e.strerror or e}") from None
+        try:
+            self.path.rmdir()
+        except OSError as e:
+            raise CgroupError(f"cannot remove {self.path}: {e.strerror or e} (processes still in it: {self.pids()})") from None
+        try:
+            self.path.parent.rmdir()  # ceph-drills-<prefix> of this controller, when nothing else is in it
+        except OSError:
+            pass
+
+
+def block_device_of(path: Path) -> str:
+    """"MAJ:MIN" of the whole disk under a file (blkio throttles disks, not partitions)."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    sys_dev = Path("/sys/dev/block") / dev
+    if not sys_dev.exists():
+        raise CgroupError(f"{path} is on device {dev}, which is not a block device (tmpfs, overlay?): no blkio limit can hold it")
+    if (sys_dev / "partition").exists():
+        dev = (sys_dev.resolve().parent / "dev").read_text().strip()  # the partition's disk
+    return dev

@@ -88,6 +88,24 @@ class FakeBackend:
     def clear_packet_loss(self, host: Host, tag: str) -> None:
         self._do("clear_packet_loss", host, tag)
 
+    def throttle_disk(self, host: Host, daemon: str, limit: object, tag: str) -> None:
+        self._do("throttle_disk", host, daemon, limit, tag)
+
+    def unthrottle_disk(self, host: Host, daemon: str, tag: str) -> None:
+        self._do("unthrottle_disk", host, daemon, tag)
+
+    def limit_cpu(self, host: Host, daemon: str, limit: object, tag: str) -> None:
+        self._do("limit_cpu", host, daemon, limit, tag)
+
+    def unlimit_cpu(self, host: Host, daemon: str, tag: str) -> None:
+        self._do("unlimit_cpu", host, daemon, tag)
+
+    def limit_link(self, host: Host, limit: object, tag: str) -> None:
+        self._do("limit_link", host, limit, tag)
+
+    def unlimit_link(self, host: Host, tag: str) -> None:
+        self._do("unlimit_link", host, tag)
+
     def ops(self, *names: str) -> list[tuple]:
         return [c for c in self.calls if c[0] in names]
 

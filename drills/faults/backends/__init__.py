@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Sequence
 
 from drills.faults.base import ROLES, BackendUnavailable, HostBackend, Unsupported, UnsupportedOps
+from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.target import Host, Target
 
 
@@ -127,3 +128,21 @@ class RoutedBackend:
 
     def clear_packet_loss(self, host: Host, tag: str) -> None:
         self._b("network").clear_packet_loss(host, tag)
+
+    def throttle_disk(self, host: Host, daemon: str, limit: DiskLimit, tag: str) -> None:
+        self._b("daemons").throttle_disk(host, daemon, limit, tag)
+
+    def unthrottle_disk(self, host: Host, daemon: str, tag: str) -> None:
+        self._b("daemons").unthrottle_disk(host, daemon, tag)
+
+    def limit_cpu(self, host: Host, daemon: str, limit: CpuLimit, tag: str) -> None:
+        self._b("daemons").limit_cpu(host, daemon, limit, tag)
+
+    def unlimit_cpu(self, host: Host, daemon: str, tag: str) -> None:
+        self._b("daemons").unlimit_cpu(host, daemon, tag)
+
+    def limit_link(self, host: Host, limit: LinkLimit, tag: str) -> None:
+        self._b("network").limit_link(host, limit, tag)
+
+    def unlimit_link(self, host: Host, tag: str) -> None:
+        self._b("network").unlimit_link(host, tag)

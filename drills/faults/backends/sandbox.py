@@ -6,19 +6,27 @@ Peers see silence and must wait out osd_heartbeat_grace. Power restore lifts the
 blackhole and, like a host booting, starts its daemons (or leaves them held for a
 controlled start). A host given a memory budget (``drill sandbox up --host-memory``, or
 ``drills.sandbox.cgroups``) starts its daemons inside its memory cgroup.
+
+Gray faults: a slow disk puts the OSD in its own cgroup v1 ``blkio`` cgroup with
+``blkio.throttle.*`` limits on the disk under its BlueStore file (the sandbox's OSDs are sparse
+files, so that is the disk of the sandbox directory's file system; only this OSD's I/O is
+limited); CPU starvation does the same with a ``cpu`` cgroup's CFS quota; a slow link runs the
+``tc`` script of ``drills.faults.throttle`` inside the host's namespace.
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 from typing import Sequence
 
-from drills.faults import nft
-from drills.faults.base import BackendUnavailable, FaultError
+from drills.faults import nft, throttle
+from drills.faults.base import BackendUnavailable, FaultError, Unsupported
+from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target
-from drills.sandbox.cgroups import existing_host_cgroup
+from drills.sandbox.cgroups import CgroupError, ProcessCgroup, block_device_of, existing_host_cgroup
 from drills.sandbox.spec import SandboxError, SandboxSpec
 from drills.target import Host, Target
 
@@ -109,6 +117,65 @@ class SandboxBackend:
 
     def clear_packet_loss(self, host: Host, tag: str) -> None:
         self._nft(host, nft.delete_ruleset(tag))
+
+
+    # --- gray faults -------------------------------------------------------------
+    def fault_cgroup(self, controller: str, daemon: str, tag: str) -> ProcessCgroup:
+        """The fault's own cgroup for one daemon (one per daemon: a limit is per OSD, not shared)."""
+        return ProcessCgroup.of(controller, self.spec.prefix, f"{tag}.{daemon}")
+
+    def _confine(self, host: Host, daemon: str, controller: str, settings: dict[str, str], tag: str) -> None:
+        cg = self.fault_cgroup(controller, daemon, tag)
+        if not cg.available():
+            raise Unsupported(f"host {host.name}: no cgroup v1 {controller} controller on this machine ({cg.controller_root})")
+        pid = hostctl.daemon_pid(self.spec, daemon)
+        if pid is None:
+            raise FaultError(f"host {host.name}: {daemon} is not running")
+        try:
+            cg.create(settings).add(pid)
+        except CgroupError as e:
+            raise FaultError(f"host {host.name}: {e}") from None
+
+    def _release(self, host: Host, daemon: str, controller: str, tag: str) -> None:
+        try:
+            self.fault_cgroup(controller, daemon, tag).release()
+        except CgroupError as e:
+            raise FaultError(f"host {host.name}: {e}") from None
+
+    def osd_block_file(self, daemon: str) -> Path:
+        kind, _, ident = daemon.partition(".")
+        if kind != "osd":
+            raise Unsupported(f"{daemon}: the sandbox throttles OSD devices only")
+        return self.spec.path / "osd" / f"ceph-{ident}" / "block"
+
+    def throttle_disk(self, host: Host, daemon: str, limit: DiskLimit, tag: str) -> None:
+        block = self.osd_block_file(daemon)
+        try:
+            device = block_device_of(block)
+        except (CgroupError, OSError) as e:
+            raise FaultError(f"host {host.name}: cannot find the disk under {daemon}'s {block}: {e}") from None
+        self._confine(host, daemon, "blkio", limit.blkio_files(device), tag)
+
+    def unthrottle_disk(self, host: Host, daemon: str, tag: str) -> None:
+        self._release(host, daemon, "blkio", tag)
+
+    def limit_cpu(self, host: Host, daemon: str, limit: CpuLimit, tag: str) -> None:
+        self._confine(host, daemon, "cpu", limit.cgroup_files(), tag)
+
+    def unlimit_cpu(self, host: Host, daemon: str, tag: str) -> None:
+        self._release(host, daemon, "cpu", tag)
+
+    def _sh_in_ns(self, host: Host, script: str) -> None:
+        p = subprocess.run(["ip", "netns", "exec", self._ns(host), "sh", "-c", script], capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            err = p.stderr.strip().splitlines()
+            raise FaultError(f"host {host.name}: tc failed: {err[-1] if err else p.returncode}")
+
+    def limit_link(self, host: Host, limit: LinkLimit, tag: str) -> None:
+        self._sh_in_ns(host, throttle.link_limit_script(tag, limit, address=host.address, interfaces=host.network.interfaces))
+
+    def unlimit_link(self, host: Host, tag: str) -> None:
+        self._sh_in_ns(host, throttle.link_unlimit_script(tag, address=host.address, interfaces=host.network.interfaces))
 
 
 def make_backend(target: Target) -> SandboxBackend:

@@ -11,6 +11,12 @@ daemon after RestartSec; the drill measures that gap.
 Network faults are nft tables (drills.faults.nft) loaded with ``nft -f -``; the
 SSH port stays open in a blackhole or loss table so the heal can get in.
 
+Gray faults go through systemd, which knows the unit's cgroup on v1 and v2 alike:
+``systemctl set-property --runtime <unit> IOWriteBandwidthMax=<dev> N`` (the OSD's ``block``
+symlink resolved to its device) or ``CPUQuota=5%``; the heal sets the same properties empty.
+``--runtime`` keeps them in /run, so a reboot clears them too. A slow link runs the ``tc`` script
+of drills.faults.throttle.
+
 We open the paramiko connection ourselves and hand it to testinfra (its
 ``client`` is a cached property): testinfra accepts unknown host keys with a
 warning and reports connect errors raw; here host keys are checked against
@@ -27,8 +33,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from drills.faults import nft
-from drills.faults.base import ROLES, BackendUnavailable, FaultError, UnsupportedOps
+from drills.faults import nft, throttle
+from drills.faults.base import ROLES, BackendUnavailable, FaultError, Unsupported, UnsupportedOps
+from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.target import Host, Target
 
 HANDLES = {"daemons": ("ssh",)}
@@ -182,6 +189,37 @@ class SshBackend(UnsupportedOps):
 
     def clear_packet_loss(self, host: Host, tag: str) -> None:
         self.load_ruleset(host, nft.delete_ruleset(tag))
+
+
+    # -- gray faults --
+    def run_script(self, host: Host, script: str) -> None:
+        b64 = base64.b64encode(script.encode()).decode()
+        self.run(host, f"echo {b64} | base64 -d | sh")
+
+    def set_unit_properties(self, host: Host, daemon: str, properties: Sequence[str]) -> None:
+        self.run(host, f"systemctl set-property --runtime {shlex.quote(self.unit(daemon))} {' '.join(properties)}")
+
+    def throttle_disk(self, host: Host, daemon: str, limit: DiskLimit, tag: str) -> None:
+        kind, _, ident = daemon.partition(".")
+        if kind != "osd":
+            raise Unsupported(f"host {host.name}: {daemon}: only OSD devices are throttled")
+        block = throttle.osd_block_path(self.target.cluster.deployment, self.target.cluster.fsid, int(ident))
+        self.set_unit_properties(host, daemon, limit.systemd_properties(f"$(readlink -f {shlex.quote(block)})"))
+
+    def unthrottle_disk(self, host: Host, daemon: str, tag: str) -> None:
+        self.set_unit_properties(host, daemon, throttle.SYSTEMD_IO_RESET)
+
+    def limit_cpu(self, host: Host, daemon: str, limit: CpuLimit, tag: str) -> None:
+        self.set_unit_properties(host, daemon, limit.systemd_properties())
+
+    def unlimit_cpu(self, host: Host, daemon: str, tag: str) -> None:
+        self.set_unit_properties(host, daemon, throttle.SYSTEMD_CPU_RESET)
+
+    def limit_link(self, host: Host, limit: LinkLimit, tag: str) -> None:
+        self.run_script(host, throttle.link_limit_script(tag, limit, address=host.address, interfaces=host.network.interfaces))
+
+    def unlimit_link(self, host: Host, tag: str) -> None:
+        self.run_script(host, throttle.link_unlimit_script(tag, address=host.address, interfaces=host.network.interfaces))
 
 
 def make_backend(target: Target) -> SshBackend:

@@ -20,7 +20,7 @@ import pytest
 from drills.report.analysis import Window, measure_phases
 from drills.report.results import DrillResult, LostWrites, ModelInputs, finish_drill, write_drill_result
 from drills.thresholds import Check, Thresholds
-from drills.timeline import Timeline, read_events, read_series
+from drills.timeline import Timeline, read_events, read_histograms, read_series
 
 if TYPE_CHECKING:
     from drills.invariants import DrillEvidence
@@ -63,7 +63,8 @@ class DrillRecorder:
             return self.result
         ended = time.time()
         self.timeline.event("phase", "end", drill=self.name)
-        derived = measure_phases(read_series(self.run_dir), [e for e in read_events(self.run_dir) if e.data.get("drill") in (None, self.name)], Window(self.started, ended))
+        derived = measure_phases(read_series(self.run_dir), [e for e in read_events(self.run_dir) if e.data.get("drill") in (None, self.name)], Window(self.started, ended),
+                                 read_histograms(self.run_dir))
         merged: dict[str, dict[str, Any]] = {p: dict(v) for p, v in derived.items()}
         for phase, kv in self.measurements.items():
             merged.setdefault(phase, {}).update(kv)  # the drill's own timing wins over derivation

@@ -43,7 +43,7 @@ from drills.restart.plan_gather import STARTUP_PGS_METRIC, gather_plan_inputs
 from drills.restart.runbook import heap_release, run_with_flags, start_need_default
 from drills.scenario import FaultDrill
 from drills.target import Host, Target
-from drills.timeline import read_events, read_series
+from drills.timeline import read_events, read_histograms, read_series
 from drills.units import parse_bytes
 
 DRILL = "controlled_restart"
@@ -305,7 +305,8 @@ class HeldPowerSession:
 def derived_so_far(drill: DrillRecorder) -> dict[str, dict[str, Any]]:
     """What finish() derives from the timeline, to merge the per-daemon figures the drill measures itself with."""
     events = [e for e in read_events(drill.run_dir) if e.data.get("drill") in (None, drill.name)]
-    return measure_phases(read_series(drill.run_dir), events, Window(drill.started, time.time()))
+    return measure_phases(read_series(drill.run_dir), events, Window(drill.started, time.time()),
+                          read_histograms(drill.run_dir))
 
 
 def _mib(v: int | None) -> str:

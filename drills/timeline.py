@@ -5,6 +5,9 @@ Format (docs/timeline.md): a run directory holds
   events.jsonl   one JSON object a line: {"t": unix seconds, "kind": str, "label": str, "data": {...}}
   series.jsonl   one JSON object a line: {"t": unix seconds, "metric": str, "value": float|null,
                                           "labels": {...}}
+  histograms.jsonl  one JSON object a line: {"t": unix seconds, "metric": str, "bins": {value: count},
+                                          "labels": {...}} - what completed in the interval ending at t
+                    (fio's latency histogram), so a phase's percentiles are those of all its IOs
 A failed sample is written with "value": null (a gap), never as zero.
 Workloads and samplers write; thresholds and the report read.
 """
@@ -35,6 +38,14 @@ class Sample:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Histogram:
+    t: float
+    metric: str  # e.g. "fio.write.lat_ns"
+    bins: dict[int, int]  # value -> count, for the interval that ended at t
+    labels: dict[str, str] = field(default_factory=dict)
+
+
 class Timeline:
     """Append-only, thread-safe writer (and reader) of a run directory's timeline."""
 
@@ -44,6 +55,7 @@ class Timeline:
         self._lock = threading.Lock()
         self._events = open(self.dir / "events.jsonl", "a", buffering=1)
         self._series = open(self.dir / "series.jsonl", "a", buffering=1)
+        self._histograms = open(self.dir / "histograms.jsonl", "a", buffering=1)
 
     def event(self, kind: str, label: str, t: float | None = None, **data: Any) -> Event:
         e = Event(time.time() if t is None else t, kind, label, data)
@@ -57,6 +69,12 @@ class Timeline:
         with self._lock:
             self._series.write(line + "\n")
 
+    def histogram(self, metric: str, bins: dict[int, int], t: float | None = None, **labels: str) -> None:
+        line = json.dumps({"t": time.time() if t is None else t, "metric": metric,
+                           "bins": {str(k): v for k, v in bins.items()}, "labels": labels})
+        with self._lock:
+            self._histograms.write(line + "\n")
+
     def write_meta(self, **meta: Any) -> None:
         path = self.dir / "run.json"
         current = json.loads(path.read_text()) if path.exists() else {}
@@ -67,6 +85,7 @@ class Timeline:
         with self._lock:
             self._events.close()
             self._series.close()
+            self._histograms.close()
 
     def __enter__(self) -> "Timeline":
         return self
@@ -87,6 +106,15 @@ def read_series(run_dir: str | Path) -> list[Sample]:
     if not p.exists():
         return []
     return [Sample(d["t"], d["metric"], d["value"], d.get("labels", {})) for d in _lines(p)]
+
+
+def read_histograms(run_dir: str | Path) -> list[Histogram]:
+    """The run's interval histograms; [] for a run recorded before they were written."""
+    p = Path(run_dir) / "histograms.jsonl"
+    if not p.exists():
+        return []
+    return [Histogram(d["t"], d["metric"], {int(k): int(v) for k, v in d["bins"].items()}, d.get("labels", {}))
+            for d in _lines(p)]
 
 
 def read_meta(run_dir: str | Path) -> dict[str, Any]:

@@ -245,6 +245,8 @@ class DirectionInterval:
     lat_p50_ms: float | None
     lat_p99_ms: float | None
     lat_p999_ms: float | None
+    # what completed in the interval (latency ns -> count): a phase's p99 is taken over all its IOs
+    bins: Mapping[int, int] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -395,7 +397,7 @@ class IntervalDeriver:
             lat = _latencies(diff) if ios > 0 else dict.fromkeys(PERCENTILES)
             lat_n = c.lat_n - p.lat_n
             mean = (c.lat_sum_ns - p.lat_sum_ns) / lat_n / 1e6 if ios > 0 and lat_n > 0 else None
-            per_dir[d] = DirectionInterval(ios, nbytes, ios / seconds, nbytes / seconds, mean, **lat)
+            per_dir[d] = DirectionInterval(ios, nbytes, ios / seconds, nbytes / seconds, mean, **lat, bins=diff)
         self._prev = cur
         self.last = cur
         return FioInterval(t, seconds, self.client, per_dir)
@@ -577,6 +579,8 @@ def write_interval(timeline: Timeline, job_name: str, interval: FioInterval, nom
             if stalled and metric in ("iops", "bw_bytes") and value is not None:
                 value = value * interval.seconds / nominal_seconds  # all of it in the last second
             timeline.sample(f"fio.{d}.{metric}", value, t=interval.t, **labels)
+        if figures.bins:
+            timeline.histogram(f"fio.{d}.lat_ns", dict(figures.bins), t=interval.t, **labels)
 
 
 def parse_fio_output(text: str, job_name: str, directions: Sequence[str] = ("read", "write"),

@@ -355,3 +355,13 @@ def test_verify_not_measured_is_never_zero_errors(tmp_path: Path) -> None:
     res = verify_written(job, result)
     assert res.errors is not None or res.error, res  # a verdict either way, never a silent pass
     assert not res.passed
+
+
+@needs_fio
+def test_interval_histograms_reach_the_timeline_and_add_up_to_the_totals(recorded_output: str, tmp_path: Path) -> None:
+    from drills.timeline import read_histograms
+
+    with Timeline(tmp_path) as tl:
+        result = parse_fio_output(recorded_output, "rec", directions=("read", "write"), timeline=tl)
+    hists = [h for h in read_histograms(tmp_path) if h.metric == "fio.write.lat_ns"]
+    assert hists and sum(sum(h.bins.values()) for h in hists) == result.totals["write"].ios

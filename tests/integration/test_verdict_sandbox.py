@@ -27,8 +27,9 @@ pytestmark = pytest.mark.integration
 def test_cpu_starved_osds_fail_the_smoke_drill_naming_the_breaches(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
     sandbox_cluster.wait_for_clean(timeout=300)
     osds = sorted(load_target(sandbox_spec.target_path).osd_ids)
-    with cpu_starved(sandbox_spec, osds, share=0.05):
-        p = drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", "test_health_and_io")
+    with cpu_starved(sandbox_spec, osds, share=0.05):  # 10 s of writes: the breach shows at once
+        p = drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", "test_health_and_io",
+                      env={"DRILL_SMOKE_SECONDS": "10"})
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
     summary = outputs_agree(tmp_path / "latest", "failed", 1)
     smoke = results(tmp_path / "latest")["smoke"]
@@ -39,8 +40,11 @@ def test_cpu_starved_osds_fail_the_smoke_drill_naming_the_breaches(sandbox_spec,
 
 
 def test_a_dropped_acknowledged_write_fails_even_when_lost_writes_max_is_loosened(sandbox_spec, sandbox, tmp_path):
+    """One smoke drill, two canaries: a user's file with impossible limits fails naming each breach, by how
+    much and from which file; and the same file's loosened lost_writes_max cannot hide a dropped write."""
     loose = tmp_path / "loose.toml"
-    loose.write_text("schema_version = 1\n[smoke.after]\nlost_writes_max = 1000\n")
+    loose.write_text('schema_version = 1\n[smoke.baseline]\niops_min = 1000000\np99_latency_max = "1ms"\n'
+                     "[smoke.after]\nlost_writes_max = 1000\n")
     reports = tmp_path / "reports"
     p = drill_run(sandbox_spec.target_path, reports, "--thresholds", str(loose), "--", "-k", "test_health_and_io",
                   env={"DRILL_CANARY_DROP_WRITE": "5"})
@@ -50,6 +54,11 @@ def test_a_dropped_acknowledged_write_fails_even_when_lost_writes_max_is_loosene
     assert checks["lost_writes_max"]["passed"] and checks["lost_writes_max"]["source"] == str(loose)
     inv = checks["acked_writes_lost_max"]
     assert not inv["passed"] and inv["measured"] == 1 and inv["source"] == "invariant"
+    failed = {n: c for n, c in checks.items() if not c["passed"] and c["severity"] == "fail"}
+    assert set(failed) == {"iops_min", "p99_latency_max", "acked_writes_lost_max"}  # warnings aside
+    assert "FAIL baseline iops_min" in p.stdout and "FAIL baseline p99_latency_max" in p.stdout
+    assert failed["iops_min"]["margin"] < 0 and failed["p99_latency_max"]["margin"] < 0  # by how much
+    assert failed["iops_min"]["source"] == failed["p99_latency_max"]["source"] == str(loose)
 
 
 def test_a_forced_stop_condition_is_failed_in_every_output(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
@@ -72,10 +81,10 @@ def test_fault_drills_at_smoke_pace_pass_on_a_healthy_sandbox(sandbox_spec, sand
     """Host cut, OSD kill, partition and hung OSD, each through the runbook with every check and invariant."""
     sandbox_cluster.wait_for_clean(timeout=300)
     selected = "test_host_power_cut or test_osd_kill or test_rack_partition or test_hung_osd"
-    # smoke pace, as the shipped limits of these drills were calibrated; the warm-up stops waiting for RSS to
-    # settle after 20 s (RSS after recovery is a warning, and CI time is scarce)
+    # smoke pace, as the shipped limits of these drills were calibrated, with a 10 s warm-up: the drills run
+    # back to back on a cluster the earlier tests warmed (RSS after recovery is a warning; CI time is scarce)
     p = drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", selected, suite="nightly",
-                  env={"DRILL_PACE": "smoke", "DRILL_PACE_OVERRIDES": "warmup_max=20"})
+                  env={"DRILL_PACE": "smoke", "DRILL_PACE_OVERRIDES": "warmup=10,warmup_max=10"})
     summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
     assert p.returncode == 0, "\n".join(summary["reasons"]) + p.stdout[-3000:]
     outputs_agree(tmp_path / "latest", "passed", 0)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Iterable
 
-from drills.faults.base import Fault, FaultError
+
+from drills.faults.fault import Fault
 from drills.faults.guard import GuardRefused, guard_from_cluster
 from drills.target import Target, TargetError
 

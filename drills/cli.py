@@ -15,7 +15,7 @@ from typing import NoReturn, TextIO
 from drills import __version__
 from drills.cluster import ClusterError
 from drills.faults import cli as faults_cli
-from drills.faults.base import DrillSignal, FaultError
+from drills.faults.errors import DrillSignal, FaultError
 from drills.faults.guard import GuardRefused
 from drills.history import cli as history_cli
 from drills.preflight import cli as preflight_cli

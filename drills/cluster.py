@@ -289,9 +289,18 @@ class CephCluster:
         )
 
     def config_get(self, who: str, key: str) -> str:
-        """A daemon's running value of an option (`ceph config show`-like, via the mon's config db or the daemon)."""
+        """An option's value in the mon's config database (`ceph config get`): not what a daemon runs with
+        when the option is set in its ceph.conf; for that, `osd_running_config`."""
         out = self.mon_command("config get", who=who, key=key)
         return str(out).strip() if not isinstance(out, dict) else json.dumps(out)
+
+    def osd_running_config(self, osd_id: int, key: str) -> str:
+        """The value an OSD runs with (`ceph tell osd.N config get KEY`): ceph.conf, the config db and
+        runtime changes all counted."""
+        out = self.osd_command(osd_id, "config get", var=key)
+        if not isinstance(out, dict) or key not in out:
+            raise ClusterError(f"osd.{osd_id} did not report {key}: {out!r}")
+        return str(out[key])
 
     # --- waiting -----------------------------------------------------------
     def wait_for_health_ok(self, timeout: float = 180) -> None:

@@ -28,7 +28,7 @@ from drills.faults.guard import GuardRefused
 from drills.invariants import evidence_for
 from drills.report.results import DrillResult, drill_results_path, write_drill_result
 from drills.verdict import INTERRUPTED_FILE, REFUSED_FILE, OutcomeLog, RunVerdict, TestOutcome, run_verdict, write_test_outcomes
-from drills.faults.base import FaultSession, heal_pending
+from drills.faults.session import FaultSession, heal_pending
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger
 from drills.preflight.gate import PreflightFailed, PreflightGate

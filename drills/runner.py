@@ -11,7 +11,7 @@ from pathlib import Path
 
 from drills.admission import Refused, admit, plan_drills
 from drills.report.summary import write_refused
-from drills.faults.base import FaultError
+from drills.faults.errors import FaultError
 from drills.target import Target, TargetError, load_target
 from drills.invariants import INVARIANT_NAMES
 from drills.thresholds import SHIPPED_DEFAULTS, ThresholdsError, load_thresholds

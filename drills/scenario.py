@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 from drills.cluster import CephCluster, ClusterError, WaitTimeout
 from drills.drill import DrillRecorder
-from drills.faults.base import Fault, FaultSession
+from drills.faults.fault import Fault
+from drills.faults.session import FaultSession
 from drills.report.results import LostWrites, ModelInputs
 from drills.target import Target
 from drills.timeline import read_events

@@ -47,7 +47,9 @@ from drills.restore.budget import format_size, parse_size
 from drills.restore.format import WrittenBackup, cinder_prefix, metadata_name, sha256file_name, write_backup
 from drills.restore.isolated import BackupRef, IsolatedJob, IsolatedRunResult, IsolatedRunSpec, run_isolated
 from drills.restore.verify import ImageDigest, bytes_digest, rbd_image_digest
-from drills.faults.base import Fault, FaultSession, RackPowerCut
+from drills.faults.fault import Fault
+from drills.faults.kinds import RackPowerCut
+from drills.faults.session import FaultSession
 from drills.report.results import LostWrites
 from drills.target import Target
 from drills.workloads.fio import FioJob, run_job

@@ -32,7 +32,10 @@ from typing import Any
 
 from drills.cluster import CephCluster, ClusterError
 from drills.drill import DrillRecorder
-from drills.faults.base import DaemonStop, Fault, FaultError, FaultSession, PowerCut, RackPowerCut
+from drills.faults.errors import FaultError
+from drills.faults.fault import Fault
+from drills.faults.kinds import DaemonStop, PowerCut, RackPowerCut
+from drills.faults.session import FaultSession
 from drills.preflight.checks import running_osd_memory_target
 from drills.report.analysis import Window, measure_phases
 from drills.restart.flags import DEFAULT_RESTART_FLAGS, ClusterFlags

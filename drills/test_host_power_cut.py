@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from drills.faults.base import PowerCut
+from drills.faults.kinds import PowerCut
 from drills.scenario import FaultDrill
 
 DRILL = "host_power_cut"

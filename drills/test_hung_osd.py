@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from drills.faults.base import DaemonHang
+from drills.faults.kinds import DaemonHang
 from drills.scenario import FaultDrill
 
 DRILL = "hung_osd"

@@ -37,7 +37,8 @@ import psutil
 import pytest
 
 from drills.cluster import CephCluster, ClusterError, WaitTimeout
-from drills.faults.base import FaultSession, RackPowerCut
+from drills.faults.kinds import RackPowerCut
+from drills.faults.session import FaultSession
 from drills.restart.flags import ClusterFlags
 from drills.restart.hostops import CephClusterOps, SandboxHostOps
 from drills.restart.orchestrator import ControlledRestart, RestartConfig, RestartResult

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from drills.faults.base import DaemonKill
+from drills.faults.kinds import DaemonKill
 from drills.scenario import FaultDrill
 
 DRILL = "osd_kill"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from drills.faults.base import NetworkPartition
+from drills.faults.kinds import NetworkPartition
 from drills.scenario import FaultDrill
 
 DRILL = "rack_partition"

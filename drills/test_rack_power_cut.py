@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from drills.faults.base import RackPowerCut
+from drills.faults.kinds import RackPowerCut
 from drills.scenario import FaultDrill
 
 DRILL = "rack_power_cut"

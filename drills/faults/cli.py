@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from drills.faults.base import heal_pending
+from drills.faults.session import heal_pending
 from drills.faults.ledger import FaultLedger
 from drills.target import load_target
 

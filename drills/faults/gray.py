@@ -20,7 +20,11 @@ import threading
 import time
 from typing import Any, Callable, ClassVar, Sequence
 
-from drills.faults.base import BackendResolver, Fault, FaultError, HealFailed, Outage
+from drills.faults.errors import FaultError, HealFailed
+
+from drills.faults.interface import BackendResolver
+
+from drills.faults.fault import Fault, Outage
 from drills.faults.throttle import (
     SYSTEMD_CPU_RESET,
     SYSTEMD_IO_RESET,

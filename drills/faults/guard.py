@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from drills.faults.base import Fault, Outage
+from drills.faults.fault import Fault, Outage
 from drills.target import Target
 
 FAILURE_DOMAINS = ("osd", "host", "rack")

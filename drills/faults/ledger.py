@@ -52,7 +52,7 @@ class LedgerEntry:
     """One armed fault, as read back from the journal."""
 
     fault_id: str
-    kind: str  # key of the fault registry (drills.faults.base.FAULT_TYPES)
+    kind: str  # key of the fault registry (drills.faults.session.FAULT_TYPES)
     label: str
     undo: dict[str, Any]  # Fault.undo_record(): enough to rebuild the heal
     target: str = ""  # path of the target file the fault was injected into

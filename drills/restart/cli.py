@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         print("drill restart: error: --json goes with --plan; the restart itself prints its decisions as it goes", file=sys.stderr)
         return EXIT_ERROR
     from drills.cluster import CephCluster
-    from drills.faults.base import DaemonStop, FaultSession
+    from drills.faults.kinds import DaemonStop
+    from drills.faults.session import FaultSession
     from drills.faults.guard import guard_from_cluster
     from drills.restart.hostops import CephClusterOps, host_ops_for
     from drills.restart.orchestrator import ControlledRestart, RestartConfig, RestartError, order_daemons, select_osds

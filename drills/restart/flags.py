@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from drills.faults.base import BackendResolver, Fault, FaultError
+from drills.faults.errors import FaultError
+
+from drills.faults.interface import BackendResolver
+
+from drills.faults.fault import Fault
 from drills.target import Host, Target
 
 DEFAULT_RESTART_FLAGS = ("noout", "nodeep-scrub", "noautoscale")

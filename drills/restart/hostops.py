@@ -92,7 +92,7 @@ class SandboxHostOps(_BackendHostOps):
 
 def _measured_oom_kills(target: Target, host: Host) -> int:
     """The host's OOM-kill counter (drills.hostfacts); raises FaultError naming why it cannot be read."""
-    from drills.faults.base import FaultError
+    from drills.faults.errors import FaultError
     from drills.hostfacts import oom_kill_reading
 
     reading = oom_kill_reading(target, host)
@@ -141,7 +141,7 @@ class SshHostOps(_BackendHostOps):
         return HostMemory(host.name, budget, sum(rss.values()), rss, avail)
 
     def oom_kills(self, host: Host) -> int:
-        from drills.faults.base import FaultError
+        from drills.faults.errors import FaultError
         from drills.hostfacts import VMSTAT_OOM_COMMAND, parse_vmstat_oom
 
         out = self._backend.run(host, VMSTAT_OOM_COMMAND).stdout

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol, Sequence
 
-from drills.faults.base import FaultError
+from drills.faults.errors import FaultError
 from drills.target import Host, Target, TargetError
 
 MiB = 1 << 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from drills.cluster import CephCluster
-from drills.faults.base import FaultSession
+from drills.faults.session import FaultSession
 from drills.restart.flags import DEFAULT_RESTART_FLAGS, ClusterFlags
 from drills.restart.orchestrator import ControlledRestart, RestartResult
 from drills.target import Target

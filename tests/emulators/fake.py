@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from drills.faults.base import BackendUnavailable, FaultError
+from drills.faults.errors import BackendUnavailable, FaultError
 from drills.target import Access, Cluster, Host, Network, Power, Rack, Target
 
 FSID = "5e1b1c0c-0000-4000-8000-00000000d811"

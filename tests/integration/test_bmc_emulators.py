@@ -19,7 +19,9 @@ from emulators.sushy import SYSTEM_UUID, SushyEmulator  # noqa: E402
 
 from drills.faults.backends.ipmi import IpmiBackend  # noqa: E402
 from drills.faults.backends.redfish import RedfishBackend  # noqa: E402
-from drills.faults.base import BackendUnavailable, FaultSession, PowerCut  # noqa: E402
+from drills.faults.errors import BackendUnavailable
+from drills.faults.kinds import PowerCut
+from drills.faults.session import FaultSession  # noqa: E402
 from drills.faults.guard import FaultGuard  # noqa: E402
 from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.target import Cluster, Host, Power, Target  # noqa: E402

@@ -19,7 +19,8 @@ from emulators.sushy import SYSTEM_UUID, SushyEmulator  # noqa: E402
 
 from drills.cluster import CephCluster  # noqa: E402
 from drills.faults.backends.sandbox import SandboxBackend  # noqa: E402
-from drills.faults.base import DaemonKill, FaultSession, PowerCut, RackPowerCut  # noqa: E402
+from drills.faults.kinds import DaemonKill, PowerCut, RackPowerCut
+from drills.faults.session import FaultSession  # noqa: E402
 from drills.faults.guard import GuardRefused, guard_from_cluster  # noqa: E402
 from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.sandbox import host as hostctl  # noqa: E402
@@ -41,7 +42,7 @@ def drill_tables(spec) -> dict[str, str]:
 
 
 def grace(cluster: CephCluster) -> float:
-    return float(cluster.config_get("osd", "osd_heartbeat_grace"))
+    return float(cluster.osd_running_config(min(cluster.osds_up()), "osd_heartbeat_grace"))
 
 
 def test_silent_rack_cut_is_detected_after_the_grace_a_kill_at_once(sandbox_cluster, sandbox_target, sandbox_spec, capsys):
@@ -84,7 +85,8 @@ def test_silent_rack_cut_is_detected_after_the_grace_a_kill_at_once(sandbox_clus
 RUNNER = textwrap.dedent("""
     import sys, time
     from drills.cluster import CephCluster
-    from drills.faults.base import FaultSession, RackPowerCut
+    from drills.faults.kinds import RackPowerCut
+    from drills.faults.session import FaultSession
     from drills.faults.guard import guard_from_cluster
     from drills.target import load_target
     t = load_target(sys.argv[1])

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from drills.cluster import CephCluster
-from drills.faults.base import FaultSession
+from drills.faults.session import FaultSession
 from drills.faults.gray import CpuStarvation, Flapping, SlowDisk, SlowLink
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drills.cluster import wait_for
-from drills.faults.base import FaultSession
+from drills.faults.session import FaultSession
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger
 from drills.preflight import cli as preflight_cli

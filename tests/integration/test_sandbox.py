@@ -150,7 +150,7 @@ def test_smoke_suite_through_drill_run(sandbox_spec, sandbox, tmp_path):
         assert len(lost) == 2 and all(c["measured"] == 0 for c in lost), (name, lost)
     cut = results["rack_power_cut"]["measurements"]
     with CephCluster(load_target(sandbox_spec.target_path)) as c:
-        grace = float(c.config_get("osd", "osd_heartbeat_grace"))
+        grace = float(c.osd_running_config(min(c.osds_up()), "osd_heartbeat_grace"))
     # a silent cut waits out the heartbeat grace (less up to one heartbeat interval, 6 s)
     assert grace - 6 <= cut["detection"]["detection_time"] <= grace + 40, grace
     assert cut["detection"]["stall_time"] > 0  # writes stalled until the OSDs were marked down

@@ -22,7 +22,9 @@ from emulators.sshd import Sshd  # noqa: E402
 
 from drills.faults import nft  # noqa: E402
 from drills.faults.backends.ssh import SshBackend, unit_name  # noqa: E402
-from drills.faults.base import BackendUnavailable, FaultError, FaultSession, NetworkPartition, PacketLoss  # noqa: E402
+from drills.faults.errors import BackendUnavailable, FaultError
+from drills.faults.kinds import NetworkPartition, PacketLoss
+from drills.faults.session import FaultSession  # noqa: E402
 from drills.faults.guard import FaultGuard  # noqa: E402
 from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.target import Access, Cluster, Host, Network, Target  # noqa: E402

@@ -87,7 +87,8 @@ FAULT_DRIVER = textwrap.dedent('''
     import json, sys, time
     sys.path.insert(0, {tests!r})
     from emulators.fake import FSID, FakeBackend, make_target
-    from drills.faults.base import FaultSession, RackPowerCut
+    from drills.faults.kinds import RackPowerCut
+    from drills.faults.session import FaultSession
     from drills.faults.guard import FaultGuard, PoolSpec
     import drills.faults.cli as faults_cli
 

@@ -26,17 +26,10 @@ from emulators.fake import FSID, FakeBackend, make_target  # noqa: E402
 
 from drills.faults.backends.sandbox import SandboxBackend  # noqa: E402
 from drills.faults.backends.ssh import SshBackend  # noqa: E402
-from drills.faults.base import (  # noqa: E402
-    FaultError,
-    FaultSession,
-    RackPowerCut,
-    Unsupported,
-    UnsupportedOps,
-    fault_from_record,
-    fault_kinds,
-    fault_type,
-    heal_pending,
-)
+from drills.faults.errors import FaultError, Unsupported
+from drills.faults.interface import UnsupportedOps
+from drills.faults.kinds import RackPowerCut
+from drills.faults.session import FaultSession, fault_from_record, fault_kinds, fault_type, heal_pending
 from drills.faults.gray import CpuStarvation, Flapping, SlowDisk, SlowLink, osd_daemons  # noqa: E402
 from drills.faults.guard import FaultGuard, GuardRefused, PoolSpec  # noqa: E402
 from drills.faults.ledger import FaultLedger  # noqa: E402

@@ -16,26 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emulators.fake import FSID, FakeBackend, make_target  # noqa: E402
 
 from drills.faults.backends import BackendRegistry  # noqa: E402
-from drills.faults.base import (  # noqa: E402
-    FAULT_TYPES,
-    BackendUnavailable,
+from drills.faults.errors import BackendUnavailable, DrillSignal, FaultError, HealFailed, Unsupported
+from drills.faults.kinds import (
     Blackhole,
     DaemonHang,
     DaemonKill,
     DaemonStop,
-    DrillSignal,
-    FaultError,
-    FaultSession,
-    HealFailed,
     NetworkPartition,
     PacketLoss,
-    PendingFaults,
     PowerCut,
     RackPowerCut,
-    Unsupported,
-    fault_from_record,
-    heal_pending,
 )
+from drills.faults.session import FAULT_TYPES, FaultSession, PendingFaults, fault_from_record, heal_pending
 from drills.faults.guard import FaultGuard, GuardRefused, PoolSpec  # noqa: E402
 from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.timeline import Timeline, read_events  # noqa: E402

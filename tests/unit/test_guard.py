@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emulators.fake import FSID, FakeBackend, make_target  # noqa: E402
 
-from drills.faults.base import DaemonKill, DaemonStop, NetworkPartition, PacketLoss, PowerCut, RackPowerCut  # noqa: E402
+from drills.faults.kinds import DaemonKill, DaemonStop, NetworkPartition, PacketLoss, PowerCut, RackPowerCut  # noqa: E402
 from drills.faults.guard import FaultGuard, GuardRefused, PoolSpec, impact_of  # noqa: E402
 
 RACK3 = [PoolSpec("rbd", size=3, min_size=2, failure_domain="rack")]

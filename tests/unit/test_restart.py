@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from drills.faults.base import FaultError
+from drills.faults.errors import FaultError
 from drills.restart.orchestrator import (
     Action, ControlledRestart, HostMemory, RestartConfig, RestartError, decide, order_daemons, select_osds,
 )

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Sequence
 
-from drills.faults.base import ROLES, BackendUnavailable, HostBackend, Unsupported, UnsupportedOps
+from drills.faults.errors import BackendUnavailable, Unsupported
+
+from drills.faults.interface import HostBackend, ROLES, UnsupportedOps
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.target import Host, Target
 

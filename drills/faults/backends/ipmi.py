@@ -15,7 +15,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from drills.faults.base import BackendUnavailable, FaultError, UnsupportedOps, wait_for_power_state
+from drills.faults.errors import BackendUnavailable, FaultError
+
+from drills.faults.interface import UnsupportedOps, wait_for_power_state
 from drills.target import Host, Target, TargetError, read_secret
 
 HANDLES = {"power": ("ipmi",)}

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from drills.faults.base import BackendUnavailable, FaultError, UnsupportedOps, wait_for_power_state
+from drills.faults.errors import BackendUnavailable, FaultError
+
+from drills.faults.interface import UnsupportedOps, wait_for_power_state
 from drills.target import Host, Target, TargetError, read_secret
 
 HANDLES = {"power": ("redfish",)}

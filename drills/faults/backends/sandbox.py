@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from drills.faults import nft, throttle
-from drills.faults.base import BackendUnavailable, FaultError, Unsupported
+from drills.faults.errors import BackendUnavailable, FaultError, Unsupported
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target

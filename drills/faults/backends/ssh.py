@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from drills.faults import nft, throttle
-from drills.faults.base import ROLES, BackendUnavailable, FaultError, Unsupported, UnsupportedOps
+from drills.faults.errors import BackendUnavailable, FaultError, Unsupported
+from drills.faults.interface import ROLES, UnsupportedOps
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
 from drills.target import Host, Target
 

@@ -16,16 +16,11 @@ from drills.target import Target, TargetError, load_target
 from drills.invariants import INVARIANT_NAMES
 from drills.thresholds import SHIPPED_DEFAULTS, ThresholdsError, load_thresholds
 
-# Suites name drill modules (pytest modules inside the drills package).
-FAULT_DRILLS = ["drills.test_osd_kill", "drills.test_hung_osd", "drills.test_host_power_cut", "drills.test_rack_partition"]
-RESTORE = "drills.test_concurrent_restore"
-CONTROLLED_RESTART = "drills.test_controlled_restart"
-SUITES: dict[str, list[str]] = {
-    "smoke": ["drills.test_smoke", "drills.test_rack_power_cut", RESTORE],
-    "nightly": ["drills.test_smoke", "drills.test_rack_power_cut", CONTROLLED_RESTART, *FAULT_DRILLS, RESTORE],
-    "full": ["drills.test_smoke", "drills.test_rack_power_cut", CONTROLLED_RESTART, *FAULT_DRILLS, RESTORE,
-             "drills.test_oom_chain_reaction"],
-}
+# Suites, in run order, come from the drill catalogue (drills/catalogue.py).
+from drills.catalogue import RESTORE, RUNBOOK_DRILLS, SUITES  # noqa: E402
+
+BY_MODULE = {d.module: d for d in RUNBOOK_DRILLS}
+
 # Phase lengths (drills/scenario.py Pace) and drill sizes per suite: smoke keeps a run to minutes;
 # nightly and full run the restore drill at the bug's size (41 restores).
 SUITE_PACE = {"smoke": "smoke", "nightly": "nightly", "full": "full"}
@@ -67,6 +62,9 @@ def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None
         mod = importlib.import_module(name)
         drill = getattr(mod, "DRILL", name)
         print(f"- {drill} ({name})")
+        spec = BY_MODULE.get(name)
+        if spec is not None:
+            print(f"    {spec.what} Aimed at {spec.aim}.")
         make_fault = getattr(mod, "make_fault", None)
         if name == RESTORE:
             env = {**SUITE_ENV[suite], **{k: v for k, v in os.environ.items() if k.startswith("DRILL_RESTORE_")}}

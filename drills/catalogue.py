@@ -1,0 +1,122 @@
+"""The drill catalogue: every drill as data, and the runbook drills built from it.
+
+A runbook drill (drills/scenario.py: warm-up, baseline, inject, detection, degraded plateau, heal,
+recovery, after, every acknowledged write read back) is one `RunbookDrill` entry below and one
+section of the thresholds file; its pytest module (`drills/test_<name>.py`) is three lines that take
+its test from here, so node ids (`-k test_osd_kill`, `--rerun-failed` of older runs) stay as they were.
+Suites, the dry-run plan and admission read the catalogue, never a list typed elsewhere.
+Drills with their own runbook (smoke, controlled_restart, concurrent_restore, oom_chain_reaction) are
+listed in `SUITES` by module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from drills.faults.fault import Fault
+from drills.faults.kinds import DaemonHang, DaemonKill, NetworkPartition, PowerCut, RackPowerCut
+from drills.target import Target
+
+
+@dataclass(frozen=True)
+class RunbookDrill:
+    name: str  # the drill's name: results, reports, history and its thresholds section
+    what: str  # one sentence: the fault and why the drill exists
+    aim: str  # where the fault lands by default, and the variable that moves it
+    make_fault: Callable[[Target], Fault]
+    suites: tuple[str, ...]
+
+    @property
+    def module(self) -> str:
+        return f"drills.test_{self.name}"
+
+    @property
+    def doc(self) -> str:
+        return (f"Drill {self.name}: {self.what}\n\nAimed at {self.aim}.\n"
+                "Runbook (drills/scenario.py), with fio 4k random writes and the verifying writer running throughout:\n"
+                " baseline -> inject -> detection (until the cluster marks the OSDs down) -> degraded plateau\n"
+                " -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.\n"
+                f"Limits: the `{self.name}` section of the thresholds file. Phase lengths: DRILL_PACE=smoke|nightly|full.\n")
+
+
+def _second_rack(t: Target) -> str:
+    return os.environ.get("DRILL_RACK") or t.racks[1 % len(t.racks)].name
+
+
+def _last_rack(t: Target) -> str:
+    return os.environ.get("DRILL_RACK") or t.racks[-1].name
+
+
+def _host(t: Target) -> str:
+    return os.environ.get("DRILL_HOST") or t.racks[0].hosts[-1].name
+
+
+def _osd_second_rack(t: Target) -> str:
+    return os.environ.get("DRILL_OSD") or f"osd.{t.racks[1 % len(t.racks)].hosts[-1].osd_ids[0]}"
+
+
+def _osd_first_rack(t: Target) -> str:
+    return os.environ.get("DRILL_OSD") or f"osd.{t.racks[0].hosts[-1].osd_ids[0]}"
+
+
+RUNBOOK_DRILLS: tuple[RunbookDrill, ...] = (
+    RunbookDrill("rack_power_cut",
+                 "every host of one rack loses power at the same instant: its OSDs die and its network falls "
+                 "silent (the article's drill).",
+                 "the second rack (rack2 on the default sandbox); DRILL_RACK",
+                 lambda t: RackPowerCut(t, _second_rack(t)), ("smoke", "nightly", "full")),
+    RunbookDrill("osd_kill",
+                 "one OSD is killed (SIGKILL) on a live host: peers are refused at once, so detection is "
+                 "near-immediate.",
+                 "the first OSD of the second rack's last host (osd.3 on the default sandbox); DRILL_OSD",
+                 lambda t: DaemonKill(t, _osd_second_rack(t)), ("nightly", "full")),
+    RunbookDrill("hung_osd",
+                 "one OSD is frozen (SIGSTOP): alive to the kernel, silent to its peers, so only the heartbeat "
+                 "grace notices it.",
+                 "the first OSD of the first rack's last host (osd.1 on the default sandbox); DRILL_OSD",
+                 lambda t: DaemonHang(t, _osd_first_rack(t)), ("nightly", "full")),
+    RunbookDrill("host_power_cut",
+                 "one host loses power: a smaller blast radius than a rack, the same silence.",
+                 "the last host of the first rack (r1h2 on the default sandbox); DRILL_HOST",
+                 lambda t: PowerCut(t, [_host(t)]), ("nightly", "full")),
+    RunbookDrill("rack_partition",
+                 "one rack is cut off from the rest of the network in both directions; its daemons keep running.",
+                 "the last rack (rack3 on the default sandbox); DRILL_RACK",
+                 lambda t: NetworkPartition(t, [h.name for h in t.rack(_last_rack(t)).hosts]), ("nightly", "full")),
+)
+BY_NAME = {d.name: d for d in RUNBOOK_DRILLS}
+
+SMOKE, RESTORE = "drills.test_smoke", "drills.test_concurrent_restore"
+CONTROLLED_RESTART, OOM_CHAIN = "drills.test_controlled_restart", "drills.test_oom_chain_reaction"
+
+
+def _runbook(suite: str, *names: str) -> list[str]:
+    return [BY_NAME[n].module for n in names if suite in BY_NAME[n].suites]
+
+
+# Suites name drill modules, in the order they run.
+SUITES: dict[str, list[str]] = {
+    "smoke": [SMOKE, *_runbook("smoke", "rack_power_cut"), RESTORE],
+    "nightly": [SMOKE, *_runbook("nightly", "rack_power_cut"), CONTROLLED_RESTART,
+                *_runbook("nightly", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"), RESTORE],
+    "full": [SMOKE, *_runbook("full", "rack_power_cut"), CONTROLLED_RESTART,
+             *_runbook("full", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"), RESTORE, OOM_CHAIN],
+}
+
+
+def runbook_test(name: str) -> tuple[str, Callable[[Target], Fault], Callable[..., Any]]:
+    """(DRILL, make_fault, the pytest test function) of a runbook drill, for its three-line module."""
+    spec = BY_NAME[name]
+
+    def test(drill, cluster, drill_target, faults, drill_image) -> None:  # type: ignore[no-untyped-def]
+        from drills.scenario import FaultDrill  # the scenario imports pytest fixtures' types; keep this module light
+
+        outcome = FaultDrill(drill, cluster, drill_target, faults, spec.make_fault, drill_image).run()
+        result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
+        drill.assert_passed(result)
+
+    test.__name__ = test.__qualname__ = f"test_{name}"
+    test.__doc__ = spec.what
+    return spec.name, spec.make_fault, test

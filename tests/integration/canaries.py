@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,25 @@ def drill_run(target: Path | str, reports: Path, *extra: str, suite: str = "smok
     return subprocess.run([sys.executable, "-m", "drills.cli", "run", "--target", str(target), "--suite", suite,
                            "--report-dir", str(reports), *extra],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_drill_run(target: Path | str, reports: Path, *extra: str, suite: str = "smoke",
+                    env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "drills.cli", "run", "--target", str(target), "--suite", suite,
+                             "--report-dir", str(reports), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def wait_for_phase(reports: Path, phase: str, proc: subprocess.Popen[str], timeout: float = 600) -> bool:
+    """True once a run under `reports` wrote the phase event `phase` (or the run ended first: False)."""
+    deadline = time.monotonic() + timeout
+    needle = f'"kind": "phase", "label": "{phase}"'
+    while time.monotonic() < deadline and proc.poll() is None:
+        for events in reports.glob("*/events.jsonl"):
+            if needle in events.read_text():
+                return True
+        time.sleep(0.5)
+    return False
 
 
 def outputs_agree(run_dir: Path, verdict: str, exit_code: int) -> dict:

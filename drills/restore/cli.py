@@ -28,7 +28,8 @@ from drills.restore.chain import ChainLink, discover_chain
 from drills.restore.memory import prepare_process_allocator
 from drills.restore.engine import (EngineConfig, ProgressSnapshot, RestoreEngine, RestoreJob, RestoreReport,
                                    file_job, rbd_job)
-from drills.restore.format import METADATA_SUFFIX
+from drills.restore.format import METADATA_SUFFIX, read_manifest
+from drills.restore.journal import journal_key
 from drills.restore.errors import RestoreError
 from drills.restore.sinks import RbdConnection
 from drills.restore.store import PosixBackupStore
@@ -73,7 +74,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "3x above its calm value; creep back up to --max-rate (or the first 2 s's rate)")
     parser.add_argument("--force", action="store_true", help="overwrite existing, non-empty targets")
     parser.add_argument("--resume", action="store_true",
-                        help="continue interrupted file restores from their journal (.DEST.restore-journal)")
+                        help="continue interrupted restores from their journal (files: .DEST.restore-journal; "
+                             "rbd: the image's drills.restore.* metadata), verify the whole target at the end")
     parser.add_argument("--no-zero-skip", action="store_true", help="write zero windows on new targets too")
     parser.add_argument("--pool", default="", help="RBD pool for rbd:IMAGE destinations (default: the target's)")
     parser.add_argument("--target", default="", metavar="FILE", help="drills target file (cluster) for rbd: destinations")
@@ -147,17 +149,35 @@ def build_jobs(args: argparse.Namespace, connect_rbd: Callable[[], RbdConnection
         seen.add(dest)
         if dest in rbd_destinations:
             assert connection is not None
-            if args.resume:
-                raise UsageError(f"destination {dest!r}: --resume works for file destinations only; an RBD image "
-                                 "left by an interrupted restore carries drills.restore.state=incomplete: restore "
-                                 "it again with --force")
             pool, image = rbd_destinations[dest]
-            jobs.append(rbd_job(store, prefix, connection, pool, image, force=args.force, parents=parents))
+            if args.resume:
+                _check_rbd_resume(connection, pool, image, links, dest)
+            jobs.append(rbd_job(store, prefix, connection, pool, image, force=args.force, parents=parents,
+                                resume=args.resume))
         else:
             if Path(dest).is_dir():
                 raise UsageError(f"destination {dest!r} is a directory")
             jobs.append(file_job(store, prefix, dest, force=args.force, parents=parents, resume=args.resume))
     return jobs
+
+
+def _check_rbd_resume(connection: RbdConnection, pool: str, image: str, links: list[ChainLink], dest: str) -> None:
+    """Refuse (exit 2, the image untouched) a resume into an image that is not this restore's interrupted one.
+
+    The sink checks the same again when it opens the image; this is the early, read-only look.
+    """
+    try:
+        manifests = [read_manifest(link.store, link.prefix, allow_incremental=len(links) > 1) for link in links]
+    except RestoreError:
+        return  # a bad backup fails its restore with the backup and object named, as without --resume
+    try:
+        refusal = connection.resume_refusal(pool, image, journal_key(manifests), manifests[0].volume_size)
+    except RestoreError as e:
+        raise UsageError(f"destination {dest!r}: {e}") from None
+    except Exception as e:  # rbd errors reading the image: one line
+        raise UsageError(f"destination {dest!r}: cannot read the image's journal: {e}") from None
+    if refusal is not None:
+        raise UsageError(f"destination {dest!r}: cannot resume: {refusal}; use --force to start over")
 
 
 def _config(args: argparse.Namespace) -> EngineConfig:
@@ -255,6 +275,8 @@ def _run_with_rich(engine: RestoreEngine, jobs: list[RestoreJob]) -> RestoreRepo
 def _print_summary(report: RestoreReport) -> None:
     for r in report.results:
         line = f"{r.status:9} {r.name} -> {r.target} {format_size(r.bytes_restored)} in {r.seconds:.1f}s"
+        if r.pieces_resumed:
+            line += f" ({r.pieces_resumed}/{r.pieces_total} pieces journaled by the interrupted run, skipped)"
         if r.error:
             line += f": {r.error}"
         if r.cleanup:

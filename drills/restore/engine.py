@@ -11,7 +11,6 @@ completion fires, since librbd holds a copy until then).
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from drills.restore.compression import (ZSTD_FRAME_HEADER_MAX_BYTES, codec_needs
 from drills.restore.errors import (BackupFormatError, CorruptObjectError, RestoreCancelled, RestoreError,
                                    UnsupportedBackupError)
 from drills.restore.format import BackupManifest, BackupObject, Sha256Index, read_manifest
+from drills.restore.journal import journal_key as make_journal_key
 from drills.restore.sinks import FileSink, RbdConnection, RbdSink, Sink
 from drills.restore.memory import RESTORE_THREAD_STACK_BYTES
 from drills.restore.store import BackupStore, ObjectReader, store_reads_into
@@ -102,12 +102,15 @@ def chain_file_job(chain: Sequence[ChainLink], path: str, *, force: bool = False
 
 
 def rbd_job(store: BackupStore, prefix: str, connection: RbdConnection, pool: str, image: str, *,
-            force: bool = False, name: str = "", parents: Sequence[ChainLink] = ()) -> RestoreJob:
-    """A restore into RBD image POOL/IMAGE through a shared connection (created at admission)."""
+            force: bool = False, name: str = "", parents: Sequence[ChainLink] = (),
+            resume: bool = False) -> RestoreJob:
+    """A restore into RBD image POOL/IMAGE through a shared connection (created at admission); with
+    `resume`, the pieces an interrupted restore journaled in the image's metadata are skipped."""
     label = name or prefix
     pool = pool or connection.default_pool
     return RestoreJob(store, prefix,
-                      lambda size, _key: connection.open_sink(pool, image, size, force=force, owner=label),
+                      lambda size, key: connection.open_sink(pool, image, size, force=force, owner=label,
+                                                             resume=resume, journal_key=key),
                       f"rbd:{pool}/{image}", RbdSink.copy_factor, name, RbdSink.overhead_bytes, tuple(parents))
 
 
@@ -128,6 +131,8 @@ class RestoreResult:
     object_name: str | None = None
     cleanup: str | None = None  # what was done to the target after a failure
     bytes_resumed: int = 0  # skipped: journaled as written and verified by an interrupted run
+    pieces_total: int = 0  # backup objects of every link
+    pieces_resumed: int = 0  # of which skipped (journaled by an interrupted run)
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,8 @@ class _JobState:
     bytes_done: int = 0
     bytes_skipped_zero: int = 0
     bytes_resumed: int = 0
+    pieces_total: int = 0
+    pieces_resumed: int = 0
     working_set: int = 0
     enqueued_at: float = 0.0
     started_at: float = 0.0
@@ -197,7 +204,7 @@ class _JobState:
         return RestoreResult(
             name=self.job.label, prefix=self.job.prefix, target=self.job.target, status=self.status,
             bytes_total=self.bytes_total, bytes_restored=self.bytes_done, bytes_skipped_zero=self.bytes_skipped_zero,
-            bytes_resumed=self.bytes_resumed,
+            bytes_resumed=self.bytes_resumed, pieces_total=self.pieces_total, pieces_resumed=self.pieces_resumed,
             seconds=(end - self.started_at) if self.started_at else 0.0,
             queued_seconds=((self.started_at or end) - self.enqueued_at) if self.enqueued_at else 0.0,
             working_set_bytes=self.working_set, error=self.error_text,
@@ -378,6 +385,7 @@ class RestoreEngine:
                 self._check_cancel(state.job)
                 plan = self._plan(state.job)
                 state.bytes_total = plan.bytes_to_restore
+                state.pieces_total = sum(len(link.objects) for link in plan.links)
                 state.working_set = plan.working_set_bytes
                 self.budget.check_fits(state.job.label, plan.working_set_bytes)
             except Exception as e:
@@ -503,7 +511,7 @@ class RestoreEngine:
             max(1, cfg.window_bytes // link_plans[-1].index.info.block_size))
         largest = max((p.fixed_bytes for lp in link_plans for p in lp.objects), default=0)
         working_set = thread_bytes + max(largest + window_reserve, check_bytes, verify_bytes)
-        journal_key = json.dumps([[m.backup_id, m.prefix] for m in manifests] + [volume_size])
+        journal_key = make_journal_key(manifests)
         return _Plan(manifests[0], tuple(link_plans), window_reserve, working_set, thread_bytes, volume_size,
                      sum(o.length for m in manifests for o in m.objects), check_bytes, verify_bytes, journal_key)
 
@@ -547,6 +555,7 @@ class RestoreEngine:
                     if piece in resumed:
                         # Written and verified by the interrupted run; the whole image is checked at the end.
                         skipped += 1
+                        state.pieces_resumed += 1
                         state.bytes_done += object_plan.obj.length
                         state.bytes_resumed += object_plan.obj.length
                         continue
@@ -558,7 +567,8 @@ class RestoreEngine:
                     except RestoreError as e:
                         raise e.located(backup=link_plan.link.prefix, object_name=object_plan.obj.name)
             sink.flush()
-            if skipped:
+            if skipped or getattr(sink, "resumed", False):
+                # Skipped pieces were verified by another process, before a crash: read the image back.
                 self._verify_whole(job, plan, sink, lease)
         finally:
             with in_flight.cond:  # no buffer may outlive the restore's lease
@@ -595,7 +605,7 @@ class RestoreEngine:
                             hashlib.sha256(view[start:min(start + block, n)]).digest() != digests[i * 32:i * 32 + 32]:
                         raise CorruptObjectError(
                             f"resumed image differs from the sha256 file at block {first + i} (volume offset "
-                            f"{offset + start}): the partial file was changed; restore with force",
+                            f"{offset + start}): the target was changed since it was journaled; restore with force",
                             object_name=index.name)
 
     def _restore_object(self, job: RestoreJob, link_plan: "_LinkPlan", plan: _Plan, op: _ObjectPlan, sink: Sink,

@@ -8,8 +8,10 @@ target now looks complete) or `abort()` (it is removed, or flagged as incomplete
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
 import stat
 import threading
 from collections.abc import Callable
@@ -17,12 +19,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drills.restore.errors import TargetError
+from drills.restore.journal import (RBD_JOURNAL_KEY, RBD_PIECE_PREFIX, RBD_STATE_INCOMPLETE, RBD_STATE_KEY,
+                                    JournalHeader, RbdJournalState, piece_meta_key, restore_process_running)
 
 # What an aborted restore wipes at the start of a pre-existing device: partition tables,
 # LVM and file-system signatures all live there, so the half-restored volume is not
 # mistaken for a good one.
 HEADER_WIPE_BYTES = 1024 * 1024
-RBD_STATE_KEY = "drills.restore.state"
+# Where librbd keeps image metadata: omap keys of the format-2 image's header object.
+RBD_HEADER_PREFIX = "rbd_header."
+RBD_HEADER_META_PREFIX = "metadata_"
 
 
 class Sink(Protocol):
@@ -67,6 +73,7 @@ class FileSink:
         self._journal: Path | None = None
         self._journal_fd = -1
         self._done = False
+        self.resumed = False
         self.resumed_pieces: frozenset[str] = frozenset()
         try:
             st = os.stat(self.path)
@@ -147,6 +154,7 @@ class FileSink:
             self._close_fds()
             raise TargetError(f"cannot resume into {self._temp}: {e.strerror}", backup=self._owner) from None
         self.resumed_pieces = frozenset(pieces)
+        self.resumed = True
 
     def _append_journal(self, record: dict[str, object]) -> None:
         os.write(self._journal_fd, json.dumps(record, sort_keys=True).encode() + b"\n")
@@ -247,8 +255,11 @@ class RbdSink:
 
     From creation (or, with force, from opening an existing image) until `commit()` the
     image carries the metadata ``drills.restore.state=incomplete``: an image a killed
-    restore leaves behind never looks complete.  `abort()` removes a new image and, on a
-    pre-existing one, zeroes the first MiB and leaves the flag.
+    restore leaves behind never looks complete.  Its resume journal is image metadata too
+    (`drills.restore.journal`: a header, then one key per piece written, verified and
+    flushed; see that module for why there).  `abort()` removes a new image and, on a
+    pre-existing one, zeroes the first MiB and leaves the flag; a cancelled restore keeps
+    the image, flagged, with its journal, for ``--resume``.
     """
 
     # librbd's copy, plus our bytes() copy of the pooled window (python-rbd's aio_write
@@ -259,7 +270,7 @@ class RbdSink:
     overhead_bytes = 1024 * 1024
 
     def __init__(self, ioctx: Any, image_name: str, size: int, *, force: bool = False, owner: str = "",
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None, resume: bool = False, journal_key: str = "") -> None:
         import rbd  # Debian's python3-rbd, imported late so the module loads without it
 
         self._rbd = rbd
@@ -274,21 +285,31 @@ class RbdSink:
         self._next_id = 0
         self._error: str | None = None
         self._done = False
+        self._journaled = False
+        self.resumed = False
+        self.resumed_pieces: frozenset[str] = frozenset()
+        if resume and self._open_resumed(journal_key):
+            return
         try:
             rbd.RBD().create(ioctx, image_name, size)
             self.is_new = True
         except rbd.ImageExists:
             if not force:
-                raise TargetError(f"image {self.description} exists; use force to overwrite it", backup=owner) from None
+                raise TargetError(self._exists_message(), backup=owner) from None
             self.is_new = False
         except rbd.Error as e:
             raise TargetError(f"cannot create image {self.description}: {e}", backup=owner) from None
         try:
             self._image = rbd.Image(ioctx, image_name)
             # Flag before the first write; removed only by commit().
-            self._image.metadata_set(RBD_STATE_KEY, "incomplete")
+            self._image.metadata_set(RBD_STATE_KEY, RBD_STATE_INCOMPLETE)
             if not self.is_new and self._image.size() < size:
                 self._image.resize(size)
+            # A journal an older restore left on this image would vouch for pieces we overwrite.
+            self._remove_journal()
+            header = JournalHeader(journal_key, size, image_size=self._image.size(), fresh=self.is_new)
+            self._image.metadata_set(RBD_JOURNAL_KEY, self._with_writer(header).encode())
+            self._journaled = True
         except rbd.Error as e:
             image = getattr(self, "_image", None)
             if image is not None:
@@ -299,6 +320,97 @@ class RbdSink:
                 except rbd.Error:
                     pass
             raise TargetError(f"cannot prepare image {self.description}: {e}", backup=owner) from None
+
+    def _exists_message(self) -> str:
+        """Say so when the image is what an interrupted restore left (read-only: nothing is touched)."""
+        try:
+            state = read_rbd_journal(self._ioctx, self.image_name)
+        except Exception:  # the plain refusal is enough
+            state = None
+        if state is not None and state.state == RBD_STATE_INCOMPLETE and state.header is not None:
+            return (f"image {self.description} exists, left by an interrupted restore "
+                    f"({len(state.pieces)} pieces journaled): use resume to continue it or force to start over")
+        return f"image {self.description} exists; use force to overwrite it"
+
+    def _open_resumed(self, journal_key: str) -> bool:
+        """Reopen an interrupted restore's image; False if there is none (a fresh restore then).
+
+        Writes nothing before the journal is accepted: a refused resume leaves the image as it was.
+        """
+        rbd = self._rbd
+        try:
+            self._image = rbd.Image(self._ioctx, self.image_name)
+        except rbd.ImageNotFound:
+            return False
+        except rbd.Error as e:
+            raise TargetError(f"cannot open image {self.description}: {e}", backup=self._owner) from None
+        try:
+            state = RbdJournalState.from_metadata(self._image.size(), self._image.metadata_list())
+            refusal = state.refusal(journal_key, self.size, socket.gethostname())
+        except rbd.Error as e:
+            self._image.close()
+            raise TargetError(f"cannot read the journal of {self.description}: {e}", backup=self._owner) from None
+        if refusal is not None:
+            self._image.close()
+            raise TargetError(f"cannot resume into image {self.description}: {refusal}; use force to start over",
+                              backup=self._owner)
+        assert state.header is not None
+        try:
+            self._fence_dead_writer(state.header)
+            # Our own identity in the header; also the resume's first write, which takes the lock.
+            self._image.metadata_set(RBD_JOURNAL_KEY, self._with_writer(state.header).encode())
+        except rbd.Error as e:
+            self._image.close()
+            raise TargetError(f"cannot resume into image {self.description}: {e}", backup=self._owner) from None
+        self.is_new = state.header.fresh  # never-written ranges of an image we created read as zeros
+        self.resumed_pieces = state.pieces
+        self.resumed = self._journaled = True
+        return True
+
+    def _with_writer(self, header: JournalHeader) -> JournalHeader:
+        """`header` naming this process as the writer; called once we hold the image's exclusive lock."""
+        owners = [str(o.get("owner", "")) for o in self._image.lock_get_owners()]
+        return dataclasses.replace(header, writer_host=socket.gethostname(), writer_pid=os.getpid(),
+                                   writer_addr=owners[0] if len(owners) == 1 else "")
+
+    def _fence_dead_writer(self, header: JournalHeader) -> None:
+        """Break the exclusive lock a dead restore on this host still holds (librbd blocklists it)."""
+        owner = header.dead_writer_lock(self._image.lock_get_owners(), socket.gethostname(), restore_process_running)
+        if owner is not None:
+            self._image.lock_break(owner["mode"], owner["owner"])
+
+    @property
+    def journaled(self) -> bool:
+        return self._journaled
+
+    def record_piece(self, piece: str) -> None:
+        """`piece` is written and verified: make the data durable, then journal it (one atomic key)."""
+        self.flush()
+        self._image.metadata_set(piece_meta_key(piece), piece)
+
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Read back what was restored (the final whole-image check after a resume)."""
+        data = self._image.read(offset, len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def _remove_journal(self, *also: str) -> None:
+        """The journal's keys (and `also`) in one atomic omap operation: all of them go, or none.
+
+        Image metadata is the omap of the image's header object (``rbd_header.<id>``, keys
+        ``metadata_<key>``), the layout `rbd image-meta` has used since format 2.  One write op
+        instead of a metadata_remove (and a header notify) per key: a restore of 20,000 pieces
+        commits in one round trip, and a crash cannot leave half a journal behind.
+        """
+        import rados
+
+        keys = [key for key, _value in self._image.metadata_list()
+                if key == RBD_JOURNAL_KEY or key.startswith(RBD_PIECE_PREFIX) or key in also]
+        if not keys:
+            return
+        with rados.WriteOpCtx() as op:
+            self._ioctx.remove_omap_keys(op, tuple(RBD_HEADER_META_PREFIX + key for key in keys))
+            self._ioctx.operate_write_op(op, f"{RBD_HEADER_PREFIX}{self._image.id()}")
 
     def write(self, offset: int, data: bytes, on_done: Callable[[], None]) -> None:
         if not isinstance(data, bytes):
@@ -341,7 +453,8 @@ class RbdSink:
 
     def commit(self) -> None:
         self.flush()
-        self._image.metadata_remove(RBD_STATE_KEY)
+        # The commit point: flag and journal go in one atomic operation.
+        self._remove_journal(RBD_STATE_KEY)
         self._close()
 
     def _close(self) -> None:
@@ -354,7 +467,14 @@ class RbdSink:
         if self._done:
             return "nothing to undo"
         self._wait_idle()  # librbd still holds our buffers until the completions fire
-        if self.is_new:
+        if keep_for_resume and self._journaled:
+            try:
+                self._image.flush()
+            finally:
+                self._close()
+            return (f"kept image {self.description} ({RBD_STATE_KEY}={RBD_STATE_INCOMPLETE}) and its journal "
+                    "for --resume")
+        if self.is_new:  # created by this restore (or the interrupted one it resumes)
             self._image.close()
             self._done = True
             try:
@@ -366,9 +486,11 @@ class RbdSink:
         try:
             self._image.write(bytes(min(HEADER_WIPE_BYTES, self.size)), 0)
             self._image.flush()
+            self._remove_journal()  # the wiped header breaks journaled pieces: no resume from here
         finally:
             self._close()
-        return f"image {self.description} flagged: metadata {RBD_STATE_KEY}=incomplete, first {HEADER_WIPE_BYTES} bytes zeroed"
+        return (f"image {self.description} flagged: metadata {RBD_STATE_KEY}={RBD_STATE_INCOMPLETE}, "
+                f"first {HEADER_WIPE_BYTES} bytes zeroed")
 
 
 def _pool_name(ioctx: Any) -> str:
@@ -376,6 +498,17 @@ def _pool_name(ioctx: Any) -> str:
     if isinstance(name, bytes):
         name = name.decode()
     return str(name) if name else "?"
+
+
+def read_rbd_journal(ioctx: Any, image_name: str) -> RbdJournalState | None:
+    """An image's restore flag and resume journal, read-only; None if there is no such image."""
+    import rbd
+
+    try:
+        with rbd.Image(ioctx, image_name, read_only=True) as image:
+            return RbdJournalState.from_metadata(image.size(), image.metadata_list())
+    except rbd.ImageNotFound:
+        return None
 
 
 def rbd_restore_state(ioctx: Any, image_name: str) -> str | None:
@@ -436,8 +569,18 @@ class RbdConnection:
 
         return rados_slow_ops_probe(self._cluster)
 
-    def open_sink(self, pool: str, image: str, size: int, *, force: bool = False, owner: str = "") -> RbdSink:
-        return RbdSink(self.ioctx(pool), image, size, force=force, owner=owner)
+    def open_sink(self, pool: str, image: str, size: int, *, force: bool = False, owner: str = "",
+                  resume: bool = False, journal_key: str = "") -> RbdSink:
+        return RbdSink(self.ioctx(pool), image, size, force=force, owner=owner, resume=resume,
+                       journal_key=journal_key)
+
+    def resume_refusal(self, pool: str, image: str, key: str, size: int) -> str | None:
+        """Why `--resume` of the restore (key, size) into POOL/IMAGE must not start, or None (read-only).
+
+        No image at all is no refusal: the resume is then a fresh restore, as for files.
+        """
+        state = read_rbd_journal(self.ioctx(pool), image)
+        return None if state is None else state.refusal(key, size, socket.gethostname())
 
     def close(self) -> None:
         with self._lock:

@@ -15,14 +15,15 @@ distribution of its figure across those runs, where at least `min_runs` of them 
       limit 3 SD below the mean fails about one healthy run in 700, where 0.9 x lowest of two runs
       failed one CI run in the first four (hung_osd after: 0.574 against 0.58).
   _max limits (durations, sizes, ratios):
-      limit = max(F x median, 1.1 x highest, median + floor)
+      limit = max(F x median, 1.1 x highest, median + floor, geometric mean x exp(3 x spread x sqrt(1 + 1/n)))
+      (the spread term only from 3 runs or more, all above 0)
       F = 2.5 for durations and ratios (a tripling fails), 1.5 for memory (RSS) sizes and RSS ratios;
       floor = 2 s for durations (1 Hz sampling: a 0 s stall must not become a 0 s limit), 10 s for stall_time
       and time_to_active (they move in whole re-peering rounds), 64 MiB for sizes
       degraded_ratio_max is capped at 1 (it is a fraction)
   kept as they are: counts of failures (lost writes, I/O errors, OOM kills, failed restores, held OSDs,
-      flaps), memory_budget_ratio_max (a budget is a promise, not a measurement) and model_error_ratio_max
-      (a judgment of the model), and any limit too few runs measured.
+      flaps, mark-downs, SLOW_OPS raised or not), memory_budget_ratio_max (a budget is a promise, not a
+      measurement) and model_error_ratio_max (a judgment of the model), and any limit too few runs measured.
 
 Each limit is written with a comment naming the runs, the distribution and the rule.  The
 file is checked with drills/thresholds.py before it is written: it loads, or nothing is written.
@@ -56,6 +57,7 @@ from drills.thresholds import (
 KEPT_KEYS = frozenset({
     "lost_writes_max", "io_errors_max", "oom_kills_max", "uncontrolled_oom_kills_min", "held_osds_max",
     "restores_failed_max", "osd_flaps_max", "memory_budget_ratio_max", "model_error_ratio_max",
+    "markdowns_max", "slow_ops_raised_min", "slow_ops_raised_max",  # the gray drills' hypotheses: counts, not spreads
 })
 MIN_FACTOR, MIN_LOWEST_FACTOR = 0.6, 0.9
 MIN_SPREAD_SDS = 3.0
@@ -148,7 +150,15 @@ def calibrated_limit(key: str, values: list[float]) -> tuple[float, str]:
     floor = FLOOR_BY_KEY.get(key, FLOOR.get(spec.unit, 0.0))
     limit = max(factor * med, MAX_HIGHEST_FACTOR * hi, med + floor)
     rule = f"max({factor} x median, {MAX_HIGHEST_FACTOR} x highest" + (
-        f", median + {format_value(floor, spec.unit)})" if floor else ")")
+        f", median + {format_value(floor, spec.unit)}" if floor else "")
+    if len(values) >= 3 and lo > 0:
+        # the same prediction interval as for _min limits, upwards: runs that spread wide get room for it
+        spread = statistics.stdev(math.log(v) for v in values)
+        ceiling = math.exp(statistics.fmean(math.log(v) for v in values)
+                           + MIN_SPREAD_SDS * spread * math.sqrt(1 + 1 / len(values)))
+        limit = max(limit, ceiling)
+        rule += f", geometric mean x exp({MIN_SPREAD_SDS:g} x log-SD of the runs {spread:.2f} x sqrt(1 + 1/{len(values)}))"
+    rule += ")"
     if key in CAP and limit > CAP[key]:
         limit, rule = CAP[key], rule + f", capped at {CAP[key]:g}"
     if limit >= 3 * med and med > 0:
@@ -249,7 +259,8 @@ def _render(base: Thresholds, limits: list[Calibrated], chosen: list[RunRecord],
         f"# base limits: {base.path}",
         "# Rules: _min limits = min(0.6 x median, 0.9 x lowest, geometric mean x exp(-3 x log-SD))",
         "#        (a halving fails unless healthy runs vary that much);",
-        "#        _max limits = max(2.5 x median, 1.1 x highest, median + floor) for durations and ratios",
+        "#        _max limits = max(2.5 x median, 1.1 x highest, median + floor, geometric mean x exp(3 x log-SD))",
+        "#        for durations and ratios",
         "#        (a tripling fails; floor 2 s), 1.5 x median for RSS sizes (floor 64 MiB) and RSS ratios;",
         "#        counts of failures, memory budgets and the model's error are kept.  docs/history.md.",
         "# Use it with: drill run --thresholds THIS_FILE (it is laid over the shipped defaults).",

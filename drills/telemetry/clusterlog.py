@@ -11,7 +11,10 @@ Completeness is checked, not assumed: every daemon numbers its log entries (seq 
 process), so a jump in one daemon's seq between two received entries means entries were lost (e.g.
 the subscription's monitor connection dropped). Gaps are filled from `log last` when the monitor still
 has them; any left unfilled make the reading's `error` say so (a partial log is not evidence of a quiet
-cluster).
+cluster). One kind of gap is Ceph's own, not the watch's: the monitor holds the daemon's entries on both
+sides of it, so the entry was never committed and nobody could have seen it (measured: the mgr's pgmap
+DBG line seq 148 of 366, absent from `log last` while 1-147 and 149-366 were there). Those are counted as
+`never_committed`, not as a hole in the evidence.
 
 Judging: `unexpected(reading, allow)` lists every health check raised (failed or updated) whose code
 is not in the drill's allow-list, and every `[ERR]` line that is not a health-check line with an
@@ -86,6 +89,7 @@ class ClusterLogReading:
     entries: tuple[LogEntry, ...] = ()
     error: str | None = None
     filled: int = 0  # entries the subscription missed and `log last` supplied
+    never_committed: tuple[tuple[str, int], ...] = ()  # (daemon, seq) the monitor never had (Ceph's own gap)
     max_lag_s: float | None = None  # largest (received - stamp): delivery delay plus clock offset
 
     @property
@@ -126,7 +130,9 @@ class ClusterLogReading:
             return f"cluster log not measured: {self.error}"
         return (f"cluster log: {len(self.entries)} entries in {self.end - self.start:.0f} s, {len(self.errors)} ERR, "
                 f"{len(self.warnings)} WRN; raised {sorted(self.raised) or 'none'}, cleared {sorted(self.cleared) or 'none'}"
-                + (f"; {self.filled} filled from `log last`" if self.filled else ""))
+                + (f"; {self.filled} filled from `log last`" if self.filled else "")
+                + (f"; {len(self.never_committed)} never committed by the monitor "
+                   f"({', '.join(f'{n} {q}' for n, q in self.never_committed[:4])})" if self.never_committed else ""))
 
 
 def parse_health(message: str) -> HealthChange | None:
@@ -216,6 +222,33 @@ def record_on_timeline(timeline: Timeline, entry: LogEntry, drill: str = "") -> 
                        who=entry.name, message=entry.message, **extra)
 
 
+def fill_gaps(received: Iterable[LogEntry], gaps: Iterable[tuple[str, int, int]], kept: Iterable[LogEntry]
+              ) -> tuple[list[LogEntry], tuple[tuple[str, int], ...], list[tuple[str, int]]]:
+    """Pure: each missing (daemon, seq) of the gaps is found in what the monitor keeps, or was never committed
+    (the monitor keeps that daemon's entries from before it, so its memory reaches back past the gap), or is
+    lost (the monitor's memory of that daemon starts after it: the evidence has a hole).
+    -> (found entries, never committed, lost)."""
+    have = {(e.name, e.seq) for e in received}
+    by_key = {(e.name, e.seq): e for e in kept}
+    oldest: dict[str, int] = {}
+    for name, seq in by_key:
+        oldest[name] = min(seq, oldest.get(name, seq))
+    found: list[LogEntry] = []
+    never: list[tuple[str, int]] = []
+    lost: list[tuple[str, int]] = []
+    for name, lo, hi in gaps:
+        for s in range(lo, hi + 1):
+            if (name, s) in have:
+                continue
+            if (name, s) in by_key:
+                found.append(by_key[(name, s)])
+            elif name in oldest and oldest[name] < s:
+                never.append((name, s))
+            else:
+                lost.append((name, s))
+    return found, tuple(never), lost
+
+
 def log_last(cluster: CephCluster, num: int = LOG_LAST_NUM, channel: str = "cluster", level: str = "debug") -> list[LogEntry]:
     """What the monitor still keeps of a channel (`ceph log last`), oldest first. Raises ClusterError."""
     out = cluster.mon_command("log last", num=num, channel=channel, level=level)
@@ -256,6 +289,11 @@ class ClusterLogWatch:
             self._close()
         return self
 
+    @property
+    def subscribed(self) -> bool:
+        """The subscription is up (so far): entries are arriving. Gaps are judged when it stops."""
+        return self._cluster is not None and self._error is None
+
     def _on_entry(self, _arg: Any, _line: Any, channel: Any, name: Any, _who: Any, sec: int, nsec: int, seq: int,
                   level: Any, msg: Any) -> None:
         # Runs in a librados thread: keep it short and never raise into C.
@@ -275,6 +313,7 @@ class ClusterLogWatch:
             time.sleep(self.settle_s)
         end = time.time()
         filled_entries: list[LogEntry] = []
+        never_committed: tuple[tuple[str, int], ...] = ()
         error = self._error
         if self._cluster is not None:
             try:
@@ -285,7 +324,8 @@ class ClusterLogWatch:
                 received = list(self._all)
             gaps = seq_gaps(received)
             if gaps:
-                filled_entries, error = self._fill(received, gaps)
+                filled_entries, never_committed, fill_error = self._fill(received, gaps)
+                error = error or fill_error
             self._close()
         else:
             received = []
@@ -293,7 +333,7 @@ class ClusterLogWatch:
                          key=lambda e: (e.stamp, e.name, e.seq))
         lags = [e.received - e.stamp for e in received if e.received is not None]
         self.reading = ClusterLogReading(self._start, end, tuple(entries), error, len(filled_entries),
-                                         max(lags) if lags else None)
+                                         never_committed, max(lags) if lags else None)
         if self.timeline is not None:
             try:
                 for e in filled_entries:
@@ -305,28 +345,20 @@ class ClusterLogWatch:
                 pass
         return self.reading
 
-    def _fill(self, received: list[LogEntry], gaps: list[tuple[str, int, int]]) -> tuple[list[LogEntry], str | None]:
-        """Missing seqs from `log last` (every channel): (entries found, error naming what stays missing)."""
+    def _fill(self, received: list[LogEntry], gaps: list[tuple[str, int, int]]
+              ) -> tuple[list[LogEntry], tuple[tuple[str, int], ...], str | None]:
+        """Missing seqs from `log last` (every channel): (entries found, entries the monitor never committed,
+        error naming what stays missing)."""
         assert self._cluster is not None
-        have = {(e.name, e.seq) for e in received}
         try:
             kept = log_last(self._cluster, channel="*")
         except ClusterError as e:
-            return [], f"the subscription missed entries ({_gap_text(gaps)}) and `log last` failed: {e}"
-        by_key = {(e.name, e.seq): e for e in kept}
-        found, missing = [], []
-        for name, lo, hi in gaps:
-            for s in range(lo, hi + 1):
-                if (name, s) in have:
-                    continue
-                if (name, s) in by_key:
-                    found.append(by_key[(name, s)])
-                else:
-                    missing.append((name, s))
-        if missing:
-            return found, (f"{len(missing)} cluster log entries never arrived and the monitor no longer keeps them "
-                           f"({_gap_text(_ranges(missing))}); the log of this window is incomplete")
-        return found, None
+            return [], (), f"the subscription missed entries ({_gap_text(gaps)}) and `log last` failed: {e}"
+        found, never, lost = fill_gaps(received, gaps, kept)
+        if lost:
+            return found, never, (f"{len(lost)} cluster log entries never arrived and the monitor no longer keeps "
+                                  f"them ({_gap_text(_ranges(lost))}); the log of this window is incomplete")
+        return found, never, None
 
     def _close(self) -> None:
         if self._cluster is not None:

@@ -148,3 +148,13 @@ def test_run_first_runs_the_suite_then_calibrates(tmp_path: Path, capsys: pytest
     args.target, args.run_first = str(target), 2
     assert history_cli.run_calibrate(args, drill_run=lambda argv: 2) == 2
     assert "drill run exited 2 on run 1 of 2" in capsys.readouterr().err
+
+
+def test_max_limits_make_room_for_a_wide_spread_and_say_what_it_costs() -> None:
+    # worst-second p99 of rack_power_cut's degraded phase over 7 healthy runs (s)
+    wide, rule = calibrated_limit("p99_latency_max", [0.135, 0.154, 0.202, 0.207, 0.207, 0.363, 0.417])
+    assert wide > 2.5 * 0.207 and "log-SD of the runs 0.42" in rule and "a tripling would not fail" in rule
+    steady, rule = calibrated_limit("p99_latency_max", [0.100, 0.105, 0.110, 0.098, 0.102])
+    assert steady == 2.5 * 0.102 and "WARNING" not in rule  # a steady figure keeps the tripling rule
+    two, _ = calibrated_limit("p99_latency_max", [0.1, 0.2])
+    assert two == pytest.approx(2.5 * 0.15)  # no spread from two runs: the plain rule

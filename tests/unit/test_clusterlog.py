@@ -66,6 +66,22 @@ def test_seq_gaps_per_daemon_and_restarts_are_not_gaps():
     assert seq_gaps([e("x", seq=5), e("y", seq=6)]) == []
 
 
+def test_a_gap_is_filled_or_never_committed_or_a_hole_in_the_evidence():
+    from drills.telemetry.clusterlog import fill_gaps
+
+    received = [e("a", name="mgr.x", seq=147), e("b", name="mgr.x", seq=150), e("c", seq=40), e("d", seq=44)]
+    gaps = seq_gaps(received)
+    assert gaps == [("mgr.x", 148, 149), ("mon.a", 41, 43)]
+    # the monitor keeps mgr.x from seq 1 but has no 148 (never committed) and does have 149 (filled);
+    # it keeps mon.a only from seq 43 on: 41 and 42 are lost to the watch for good
+    kept = [e("k", name="mgr.x", seq=s) for s in (1, 2, 147, 149, 150)] + [e("m", seq=s) for s in (43, 44)]
+    found, never, lost = fill_gaps(received, gaps, kept)
+    assert [(x.name, x.seq) for x in found] == [("mgr.x", 149), ("mon.a", 43)]
+    assert never == (("mgr.x", 148),) and lost == [("mon.a", 41), ("mon.a", 42)]
+    # a daemon the monitor keeps nothing of: every missing entry is lost
+    assert fill_gaps(received, gaps, [])[2] == [("mgr.x", 148), ("mgr.x", 149), ("mon.a", 41), ("mon.a", 42), ("mon.a", 43)]
+
+
 def test_a_watch_that_cannot_subscribe_is_not_measured(tmp_path):
     from drills.target import Cluster, Target
 

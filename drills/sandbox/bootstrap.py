@@ -674,25 +674,26 @@ def down(spec: SandboxSpec, log: Log = print, keep_dir: bool = False) -> DownRes
 CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/blkio", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup")
 
 
-def remove_cgroups(spec: SandboxSpec) -> list[str]:
-    removed = []
-    for root in CGROUP_ROOTS:
-        base = Path(root) / f"ceph-drills-{spec.prefix}"
-        if not base.is_dir():
-            continue
-        for child in sorted(base.glob("*"), reverse=True):
-            if child.is_dir():
+def remove_cgroups(spec: SandboxSpec, wait_s: float = 5.0) -> list[str]:
+    """Remove the sandbox's cgroups, deepest first. A cgroup whose last process is still exiting refuses
+    rmdir (EBUSY) for a moment after the process was killed: retried for up to `wait_s`."""
+    removed: list[str] = []
+    deadline = time.monotonic() + wait_s
+    while True:
+        busy = False
+        for root in CGROUP_ROOTS:
+            base = Path(root) / f"ceph-drills-{spec.prefix}"
+            if not base.is_dir():
+                continue
+            for dirpath, _dirs, _files in sorted(os.walk(base, topdown=False), key=lambda w: -len(w[0])):
                 try:
-                    child.rmdir()
-                    removed.append(str(child))
+                    Path(dirpath).rmdir()
+                    removed.append(dirpath)
                 except OSError:
-                    pass
-        try:
-            base.rmdir()
-            removed.append(str(base))
-        except OSError:
-            pass
-    return removed
+                    busy = True
+        if not busy or time.monotonic() > deadline:
+            return removed
+        time.sleep(0.2)
 
 
 def leftovers(spec: SandboxSpec) -> list[str]:

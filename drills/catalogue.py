@@ -1,9 +1,12 @@
 """The drill catalogue: every drill as data, and the runbook drills built from it.
 
-A runbook drill (drills/scenario.py: warm-up, baseline, inject, detection, degraded plateau, heal,
-recovery, after, every acknowledged write read back) is one `RunbookDrill` entry below and one
-section of the thresholds file; its pytest module (`drills/test_<name>.py`) is three lines that take
-its test from here, so node ids (`-k test_osd_kill`, `--rerun-failed` of older runs) stay as they were.
+A runbook drill is one `RunbookDrill` entry below and one section of the thresholds file. It follows
+one of two runbooks (`runbook`): "fail-stop" (drills/scenario.py: warm-up, baseline, inject, detection
+until the cluster marks the OSDs down, degraded plateau, heal, recovery, after, every acknowledged write
+read back) or "gray" (drills/gray_runbook.py: warm-up, baseline, inject and hold the fault for a fixed
+time while SLOW_OPS, mark-downs, p99 and IOPS are recorded, heal, recovery, after, read back). Its pytest
+module (`drills/test_<name>.py`) is three lines that take its test from here, so node ids
+(`-k test_osd_kill`, `--rerun-failed` of older runs) stay as they were.
 Suites, the dry-run plan and admission read the catalogue, never a list typed elsewhere.
 Drills with their own runbook (smoke, controlled_restart, concurrent_restore, oom_chain_reaction) are
 listed in `SUITES` by module.
@@ -16,8 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from drills.faults.fault import Fault
+from drills.faults.gray import Flapping, SlowDisk, SlowLink
 from drills.faults.kinds import DaemonHang, DaemonKill, NetworkPartition, PowerCut, RackPowerCut
+from drills.faults.throttle import KiB, DiskLimit, LinkLimit
 from drills.target import Target
+
+FAIL_STOP, GRAY = "fail-stop", "gray"
+RUNBOOKS = (FAIL_STOP, GRAY)
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,11 @@ class RunbookDrill:
     aim: str  # where the fault lands by default, and the variable that moves it
     make_fault: Callable[[Target], Fault]
     suites: tuple[str, ...]
+    runbook: str = FAIL_STOP  # FAIL_STOP (drills/scenario.py) or GRAY (drills/gray_runbook.py)
+
+    def __post_init__(self) -> None:
+        if self.runbook not in RUNBOOKS:
+            raise ValueError(f"drill {self.name}: runbook {self.runbook!r} is not one of {', '.join(RUNBOOKS)}")
 
     @property
     def module(self) -> str:
@@ -34,10 +47,15 @@ class RunbookDrill:
 
     @property
     def doc(self) -> str:
-        return (f"Drill {self.name}: {self.what}\n\nAimed at {self.aim}.\n"
-                "Runbook (drills/scenario.py), with fio 4k random writes and the verifying writer running throughout:\n"
-                " baseline -> inject -> detection (until the cluster marks the OSDs down) -> degraded plateau\n"
-                " -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.\n"
+        if self.runbook == GRAY:
+            runbook = ("Gray runbook (drills/gray_runbook.py), with fio 4k random writes and the verifying writer running throughout:\n"
+                       " baseline -> inject -> degraded (the fault held for a fixed time: SLOW_OPS, mark-downs, p99, IOPS)\n"
+                       " -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.\n")
+        else:
+            runbook = ("Runbook (drills/scenario.py), with fio 4k random writes and the verifying writer running throughout:\n"
+                       " baseline -> inject -> detection (until the cluster marks the OSDs down) -> degraded plateau\n"
+                       " -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.\n")
+        return (f"Drill {self.name}: {self.what}\n\nAimed at {self.aim}.\n{runbook}"
                 f"Limits: the `{self.name}` section of the thresholds file. Phase lengths: DRILL_PACE=smoke|nightly|full.\n")
 
 
@@ -59,6 +77,22 @@ def _osd_second_rack(t: Target) -> str:
 
 def _osd_first_rack(t: Target) -> str:
     return os.environ.get("DRILL_OSD") or f"osd.{t.racks[0].hosts[-1].osd_ids[0]}"
+
+
+# Gray faults' sizes (measured on the sandbox: docs/faults.md, "Gray drills").
+# 4 KiB/s of writes: a client 4 KiB write costs BlueStore about 8 KiB (data and WAL) plus metadata, and the
+# 17 writes in flight (fio iodepth 16, the verifier's 1) then wait longer than osd_op_complaint_time.
+SLOW_OSD_LIMIT = DiskLimit(write_bps=4 * KiB)
+SLOW_LINK_LIMIT = LinkLimit(2_000_000)  # 2 Mbit/s each way: below the host's replication traffic at full speed
+FLAP_DOWN_S, FLAP_UP_S = 5.0, 10.0
+
+
+def _flap_duration() -> float:
+    """The flapping schedule's own end: past the longest hold of the pace (the heal ends it at the phase's end)."""
+    from drills.gray_runbook import DEFAULT_COMPLAINT_S, hold_seconds  # lazy: the runbook imports the cluster client
+    from drills.scenario import current_pace
+
+    return hold_seconds(current_pace().gray_hold, DEFAULT_COMPLAINT_S) + 60
 
 
 RUNBOOK_DRILLS: tuple[RunbookDrill, ...] = (
@@ -85,6 +119,25 @@ RUNBOOK_DRILLS: tuple[RunbookDrill, ...] = (
                  "one rack is cut off from the rest of the network in both directions; its daemons keep running.",
                  "the last rack (rack3 on the default sandbox); DRILL_RACK",
                  lambda t: NetworkPartition(t, [h.name for h in t.rack(_last_rack(t)).hosts]), ("nightly", "full")),
+    # --- gray drills: slow or unreliable, maybe never marked down (docs/faults.md, "Gray drills") ---
+    RunbookDrill("slow_osd",
+                 f"one OSD's disk is throttled to {SLOW_OSD_LIMIT.write_bps // KiB} KiB/s of writes (a dying disk): "
+                 "it keeps heartbeating, so it is not marked down, while every client write that needs it waits "
+                 "until SLOW_OPS is raised.",
+                 "the first OSD of the first rack's last host (osd.1 on the default sandbox); DRILL_OSD",
+                 lambda t: SlowDisk(t, _osd_first_rack(t), SLOW_OSD_LIMIT), ("nightly", "full"), GRAY),
+    RunbookDrill("slow_link",
+                 f"one host's link is rate-limited to {SLOW_LINK_LIMIT.describe()} both ways (a bad NIC or "
+                 "cable): replication through it slows, heartbeats arrive late but arrive.",
+                 "the last host of the first rack (r1h2 on the default sandbox); DRILL_HOST",
+                 lambda t: SlowLink(t, _host(t), SLOW_LINK_LIMIT), ("nightly", "full"), GRAY),
+    RunbookDrill("flapping_host",
+                 f"one host's network drops for {FLAP_DOWN_S:g} s every {FLAP_DOWN_S + FLAP_UP_S:g} s for the "
+                 "whole phase: each silence is shorter than osd_heartbeat_grace, so client IO stalls and "
+                 "resumes without the host being marked down.",
+                 "the last host of the first rack (r1h2 on the default sandbox); DRILL_HOST",
+                 lambda t: Flapping(t, _host(t), down_s=FLAP_DOWN_S, up_s=FLAP_UP_S, duration_s=_flap_duration()),
+                 ("nightly", "full"), GRAY),
 )
 BY_NAME = {d.name: d for d in RUNBOOK_DRILLS}
 
@@ -100,9 +153,11 @@ def _runbook(suite: str, *names: str) -> list[str]:
 SUITES: dict[str, list[str]] = {
     "smoke": [SMOKE, *_runbook("smoke", "rack_power_cut"), RESTORE],
     "nightly": [SMOKE, *_runbook("nightly", "rack_power_cut"), CONTROLLED_RESTART,
-                *_runbook("nightly", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"), RESTORE],
+                *_runbook("nightly", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
+                *_runbook("nightly", "slow_osd", "slow_link", "flapping_host"), RESTORE],
     "full": [SMOKE, *_runbook("full", "rack_power_cut"), CONTROLLED_RESTART,
-             *_runbook("full", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"), RESTORE, OOM_CHAIN],
+             *_runbook("full", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
+             *_runbook("full", "slow_osd", "slow_link", "flapping_host"), RESTORE, OOM_CHAIN],
 }
 
 
@@ -111,9 +166,13 @@ def runbook_test(name: str) -> tuple[str, Callable[[Target], Fault], Callable[..
     spec = BY_NAME[name]
 
     def test(drill, cluster, drill_target, faults, drill_image) -> None:  # type: ignore[no-untyped-def]
-        from drills.scenario import FaultDrill  # the scenario imports pytest fixtures' types; keep this module light
+        # the runbooks import the cluster client and the workloads; keep this module light
+        if spec.runbook == GRAY:
+            from drills.gray_runbook import GrayDrill as Runbook
+        else:
+            from drills.scenario import FaultDrill as Runbook
 
-        outcome = FaultDrill(drill, cluster, drill_target, faults, spec.make_fault, drill_image).run()
+        outcome = Runbook(drill, cluster, drill_target, faults, spec.make_fault, drill_image).run()
         result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
         drill.assert_passed(result)
 

@@ -35,6 +35,8 @@ class DrillRecorder:
     run_dir: Path
     started: float = field(default_factory=time.time)
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (phase, measurement) -> why it is None when that is an outcome, not a failed reading ("never raised ...")
+    why_none: dict[tuple[str, str], str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     current_phase: str = ""
     evidence: "DrillEvidence | None" = None  # invariants judged at finish (drills/invariants.py)
@@ -49,8 +51,14 @@ class DrillRecorder:
     def event(self, kind: str, label: str, **data: Any) -> None:
         self.timeline.event(kind, label, drill=self.name, **data)
 
-    def measure(self, phase: str, key: str, value: Any) -> None:
+    def measure(self, phase: str, key: str, value: Any, why: str = "") -> None:
+        """A figure for the phase; `why` says why a None is what happened (the check shows it instead of
+        "not measured"; the check still fails: a limit cannot pass on a figure that does not exist)."""
         self.measurements.setdefault(phase, {})[key] = value
+        if value is None and why:
+            self.why_none[(phase, key)] = why
+        else:
+            self.why_none.pop((phase, key), None)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -75,7 +83,7 @@ class DrillRecorder:
         result = finish_drill(self.name, self.started, ended, merged, self.thresholds, lost_writes=lost_writes,
                               model=model, error=error, notes=tuple(self.notes),
                               extra_checks=invariants + regressions + tuple(extra_checks),
-                              stop_condition=stop_condition, phase=self.current_phase)
+                              stop_condition=stop_condition, phase=self.current_phase, why_none=self.why_none)
         remedy = self._rss_remedy(result)
         if remedy:
             self.notes.extend(remedy)

@@ -17,7 +17,7 @@ from drills.invariants import INVARIANT_NAMES
 from drills.thresholds import SHIPPED_DEFAULTS, ThresholdsError, load_thresholds
 
 # Suites, in run order, come from the drill catalogue (drills/catalogue.py).
-from drills.catalogue import RESTORE, RUNBOOK_DRILLS, SUITES  # noqa: E402
+from drills.catalogue import GRAY, RESTORE, RUNBOOK_DRILLS, SUITES  # noqa: E402
 
 BY_MODULE = {d.module: d for d in RUNBOOK_DRILLS}
 
@@ -79,7 +79,15 @@ def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None
             o = fault.takes_down()
             print(f"    fault: {fault.label} ({fault.description}); takes down hosts {sorted(o.hosts) or '-'}, "
                   f"OSDs {sorted(o.osds()) or '-'}")
-            if not getattr(mod, "OWN_RUNBOOK", False):  # a drill with its own runbook says it in plan_notes
+            if spec is not None and spec.runbook == GRAY:
+                from drills.gray_runbook import REPORT_ALLOWANCE_S, hold_seconds
+
+                print(f"    phases (gray runbook): warm-up {pace.warmup:.0f} s, baseline {pace.baseline:.0f} s, degraded: the fault "
+                      f"held {hold_seconds(pace.gray_hold, None):.0f} s (pace {pace.gray_hold:.0f} s, at least "
+                      f"osd_op_complaint_time + {REPORT_ALLOWANCE_S:.0f} s), recovery (until active+clean), after {pace.after:.0f} s")
+                print("    records: inject -> first SLOW_OPS, OSD mark-downs and mark-ups, client p99 and IOPS per phase")
+                print("    workloads: fio rbd 4k randwrite iodepth 16 + verifying writer (RADOS, 20 writes/s)")
+            elif not getattr(mod, "OWN_RUNBOOK", False):  # a drill with its own runbook says it in plan_notes
                 print(f"    phases: warm-up {pace.warmup:.0f} s, baseline {pace.baseline:.0f} s, detection, degraded {pace.degraded:.0f} s, "
                       f"recovery (until active+clean), after {pace.after:.0f} s")
                 print("    workloads: fio rbd 4k randwrite iodepth 16 + verifying writer (RADOS, 20 writes/s)")

@@ -48,13 +48,14 @@ class Pace:
     detection_timeout: float = 120
     clean_timeout: float = 900
     warmup_max: float = 90  # the warm-up goes on (up to this) until the daemons' RSS stops climbing
+    gray_hold: float = 30  # gray drills (drills/gray_runbook.py): how long the fault is held in the degraded phase
 
     @classmethod
     def named(cls, name: str) -> "Pace":
         paces = {
-            "smoke": cls(warmup=20, baseline=10, degraded=15, after=10, max_inactive=90, warmup_max=60),
-            "nightly": cls(warmup=60, baseline=30, degraded=60, after=30, max_inactive=120, warmup_max=180),
-            "full": cls(warmup=120, baseline=60, degraded=180, after=60, max_inactive=180, warmup_max=300),
+            "smoke": cls(warmup=20, baseline=10, degraded=15, after=10, max_inactive=90, warmup_max=60, gray_hold=30),
+            "nightly": cls(warmup=60, baseline=30, degraded=60, after=30, max_inactive=120, warmup_max=180, gray_hold=90),
+            "full": cls(warmup=120, baseline=60, degraded=180, after=60, max_inactive=180, warmup_max=300, gray_hold=180),
         }
         if name not in paces:
             raise ValueError(f"unknown drill pace {name!r}; choose {', '.join(paces)}")
@@ -318,8 +319,9 @@ class FaultDrill:
         for phase, n in counts.items():
             self.drill.measure(phase, "io_errors", n)
 
-    def _phases(self, fault: Fault, down: set[int], pace: Pace, fio: FioRunner) -> None:
-        d, c = self.drill, self.cluster
+    def _warmup_and_baseline(self, pace: Pace) -> None:
+        """Warm-up (until RSS settles) and the baseline phase, with the write costs the model needs."""
+        d = self.drill
         d.event("note", "warm-up", seconds=pace.warmup)
         time.sleep(pace.warmup)
         warm = wait_rss_settled(d.run_dir, pace.warmup_max - pace.warmup)
@@ -333,6 +335,9 @@ class FaultDrill:
                f"4 MiB object read+write {self.write_costs[1]:.1f} ms")
         time.sleep(max(0.0, pace.baseline - (time.monotonic() - t_base)))
 
+    def _phases(self, fault: Fault, down: set[int], pace: Pace, fio: FioRunner) -> None:
+        d, c = self.drill, self.cluster
+        self._warmup_and_baseline(pace)
         d.phase("detection", fault=fault.label, takes_down=sorted(down))
         t_inject = time.monotonic()
         self.faults.inject(fault, allow_unavailable=self.allow_unavailable)

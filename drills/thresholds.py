@@ -48,6 +48,9 @@ DRILLS = (
     "concurrent_restore",
     "controlled_restart",
     "oom_chain_reaction",
+    "slow_osd",
+    "slow_link",
+    "flapping_host",
 )
 # The article's timeline: normal -> fault noticed -> degraded plateau -> rejoin and recovery -> normal again.
 PHASES = ("baseline", "detection", "degraded", "recovery", "after")
@@ -126,6 +129,16 @@ SPECS: dict[str, ThresholdSpec] = {
                       "OSDs a controlled start left held because it stopped (budget cannot be met, an OOM kill)"),
         ThresholdSpec("osd_flaps_max", COUNT, _FAULTED,
                       "OSDs marked down again after coming up (flapping)"),
+        # gray drills (drills/gray_runbook.py): the fault is held for a fixed time in the degraded phase
+        ThresholdSpec("slow_ops_time_max", DURATION, ("degraded",),
+                      "fault injected -> the first SLOW_OPS health check in the cluster log; never raised within the "
+                      "phase fails with that said (not as 'not measured')"),
+        ThresholdSpec("slow_ops_raised_min", COUNT, ("degraded",),
+                      "1 if SLOW_OPS was raised while the fault was in force, 0 if never (the cluster flagged the fault)"),
+        ThresholdSpec("slow_ops_raised_max", COUNT, ("degraded",),
+                      "1 if SLOW_OPS was raised while the fault was in force, 0 if never"),
+        ThresholdSpec("markdowns_max", COUNT, _FAULTED,
+                      "OSD mark-downs in the phase (every down transition of any OSD in the osdmap)"),
         ThresholdSpec("io_errors_max", COUNT, _ALL, "client I/O errors returned to the workload"),
         ThresholdSpec("lost_writes_max", COUNT, ("after",),
                       "acknowledged writes (or restored blocks) that do not read back intact"),
@@ -424,11 +437,14 @@ MeasuredValue = float | int | None | Mapping[str, float | int | None]
 Measurements = Mapping[str, Mapping[str, MeasuredValue]]  # phase -> measurement name -> value
 
 
-def evaluate(thresholds: Thresholds, drill: str, measurements: Measurements) -> list[Check]:
+def evaluate(thresholds: Thresholds, drill: str, measurements: Measurements,
+             why_none: Mapping[tuple[str, str], str] | None = None) -> list[Check]:
     """Check every limit of `drill` against `measurements` (phase -> name -> value, base units).
 
     All limits are evaluated; the result lists each one, passed or not.  A limit whose
-    measurement is absent or None fails with detail "not measured".
+    measurement is absent or None fails with detail "not measured", or with the reason in
+    `why_none[(phase, measurement)]` when the drill gave one (e.g. "never raised within the
+    degraded phase (45 s)": an event that did not happen, which is not a reading that failed).
     """
     checks: list[Check] = []
     for t in thresholds.for_drill(drill):
@@ -436,7 +452,8 @@ def evaluate(thresholds: Thresholds, drill: str, measurements: Measurements) -> 
         if isinstance(value, Mapping):
             checks.append(_check_per_subject(t, value))
         else:
-            checks.append(_check_one(t, value))
+            why = (why_none or {}).get((t.phase, t.spec.measurement), "") if value is None else ""
+            checks.append(_check_one(t, value, why))
     return checks
 
 

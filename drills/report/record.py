@@ -33,6 +33,8 @@ from drills.timeline import Event, Sample
 # Drills that follow drills/scenario.py's FaultDrill runbook (and so its stop conditions).
 FAULT_RUNBOOK_DRILLS = ("rack_power_cut", "host_power_cut", "osd_kill", "rack_partition", "hung_osd",
                         "controlled_restart")
+# Drills that follow drills/gray_runbook.py (the fault held for a fixed time; the same abort watch, no detection).
+GRAY_RUNBOOK_DRILLS = ("slow_osd", "slow_link", "flapping_host")
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def build_record(result: DrillResult, events: Iterable[Event], samples: Iterable
         drill=result.drill,
         verdict=result.verdict,
         verdict_text=drill_verdict(result).summary,
-        hypothesis=tuple(hypothesis(result, blast, kinds, has_fault=bool(injects) or result.drill in FAULT_RUNBOOK_DRILLS)),
+        hypothesis=tuple(hypothesis(result, blast, kinds, has_fault=bool(injects) or result.drill in FAULT_RUNBOOK_DRILLS + GRAY_RUNBOOK_DRILLS)),
         blast_radius=blast,
         stop_conditions=tuple(stop_conditions(result.drill, blast, meta, config, has_fault=bool(injects))),
         rollback=tuple(rollback(result.drill, injects, meta)),
@@ -169,7 +171,9 @@ _PHASE_WORDS_FAULT = {"baseline": "before the fault", "detection": "until the cl
 _HEAL_WORDS = {"power_cut": "power returning", "rack_power_cut": "power returning",
                "daemon_kill": "the OSD starting again", "daemon_stop": "the OSD starting again",
                "daemon_hang": "the OSD resuming", "network_partition": "the network healing",
-               "blackhole": "the network healing", "packet_loss": "the packet loss ending"}
+               "blackhole": "the network healing", "packet_loss": "the packet loss ending",
+               "slow_disk": "the disk throttle lifting", "cpu_starvation": "the CPU limit lifting",
+               "slow_link": "the link limit lifting", "flapping": "the flapping ending"}
 # Invariant checks (drills/invariants.py) as the clause they promise.
 _INVARIANT_WORDS = {
     "acked_writes_lost_max": "no acknowledged write lost",
@@ -250,6 +254,14 @@ def _sentence(key: str, limit: float, unit: str, phases: list[str], blast: Blast
         return f"starting the rack all at once OOM-kills at least {limit:.0f} daemon(s) (the chain reaction is reproduced)"
     if key == "held_osds_max":
         return _count_clause(limit, "the controlled start leaves no OSD held", "the controlled start leaves at most {n} OSDs held")
+    if key == "slow_ops_time_max":
+        return f"the cluster raises SLOW_OPS within {v} of the fault"
+    if key == "slow_ops_raised_min":
+        return "the cluster raises SLOW_OPS while the fault is in force"
+    if key == "slow_ops_raised_max":
+        return "the cluster never raises SLOW_OPS while the fault is in force"
+    if key == "markdowns_max":
+        return _count_clause(limit, "no OSD is marked down", "at most {n} OSD mark-downs") + f" {when}"
     if key == "osd_flaps_max":
         return _count_clause(limit, "no OSD flaps", "at most {n} OSD flaps") + f" {when}"
     if key == "io_errors_max":
@@ -445,6 +457,20 @@ def stop_conditions(drill: str, blast: BlastRadius, meta: Mapping[str, Any], con
                     has_fault: bool) -> list[str]:
     """The lines that abort the drill and heal at once (drills/scenario.py AbortWatch and its waits)."""
     always = "Ctrl-C, SIGTERM or SIGHUP of the runner: every armed fault is healed on the way out"
+    if drill in GRAY_RUNBOOK_DRILLS:
+        pace, source = _pace(meta, config)
+        if pace is None:
+            return [f"the gray runbook's abort lines (drills/gray_runbook.py, AbortWatch); timeouts unknown: {source}", always]
+        inactive = format_value(pace["max_inactive"], DURATION)
+        return [
+            f"any PG inactive for more than {inactive} while the fault is held",
+            "any unfound object",
+            "any OSD outside the fault's hosts marked down (the fault's own OSDs going down is a finding: markdowns_max)",
+            f"after the heal: OSDs not up within {format_value(pace['detection_timeout'], DURATION)}, PGs not active "
+            f"within {inactive}, or not active+clean within {format_value(pace['clean_timeout'], DURATION)}",
+            always,
+            f"timeouts from the {source}",
+        ]
     if drill not in FAULT_RUNBOOK_DRILLS:
         if not has_fault:
             return ["none needed: no fault was injected in this drill's window"]
@@ -478,6 +504,10 @@ _UNDO = {
     "network_partition": "delete the partition's nftables table on each host of side A",
     "blackhole": "delete the blackhole's nftables table on each host",
     "packet_loss": "delete the packet-loss nftables table on the host",
+    "slow_disk": "lift the disk throttle (the OSD back to the blkio root cgroup, or systemd IO*Max= emptied)",
+    "cpu_starvation": "lift the CPU quota (the OSD back to the cpu root cgroup, or systemd CPUQuota= emptied)",
+    "slow_link": "delete the host's tbf qdiscs and its ifb",
+    "flapping": "stop the schedule and delete the blackhole's nftables table (the network up)",
 }
 
 

@@ -156,7 +156,8 @@ def _opt_float(v: Any) -> float | None:
 def finish_drill(drill: str, started: float, ended: float, measurements: Measurements, thresholds: Thresholds,
                  lost_writes: LostWrites | None = None, model: ModelInputs | None = None,
                  error: str = "", notes: tuple[str, ...] = (), extra_checks: tuple[Check, ...] = (),
-                 stop_condition: str = "", phase: str = "") -> DrillResult:
+                 stop_condition: str = "", phase: str = "",
+                 why_none: Mapping[tuple[str, str], str] | None = None) -> DrillResult:
     """Evaluate every limit of `drill` and bundle the result.
 
     The lost-write count is also a measurement (after.lost_writes) so that the
@@ -166,7 +167,7 @@ def finish_drill(drill: str, started: float, ended: float, measurements: Measure
     merged: dict[str, dict[str, Any]] = {p: dict(v) for p, v in measurements.items()}
     if lost_writes is not None:
         merged.setdefault("after", {}).setdefault("lost_writes", lost_writes.lost)
-    checks = tuple(evaluate(thresholds, drill, merged)) + tuple(extra_checks)
+    checks = tuple(evaluate(thresholds, drill, merged, why_none)) + tuple(extra_checks)
     return DrillResult(drill, started, ended, merged, checks, lost_writes, model, "", error,
                        thresholds.path, notes, stop_condition, phase)
 

@@ -165,14 +165,14 @@ def runbook_test(name: str) -> tuple[str, Callable[[Target], Fault], Callable[..
     """(DRILL, make_fault, the pytest test function) of a runbook drill, for its three-line module."""
     spec = BY_NAME[name]
 
-    def test(drill, cluster, drill_target, faults, drill_image) -> None:  # type: ignore[no-untyped-def]
+    def test(drill, drill_cluster, drill_target, drill_faults, drill_image) -> None:  # type: ignore[no-untyped-def]
         # the runbooks import the cluster client and the workloads; keep this module light
         if spec.runbook == GRAY:
             from drills.gray_runbook import GrayDrill as Runbook
         else:
             from drills.scenario import FaultDrill as Runbook
 
-        outcome = Runbook(drill, cluster, drill_target, faults, spec.make_fault, drill_image).run()
+        outcome = Runbook(drill, drill_cluster, drill_target, drill_faults, spec.make_fault, drill_image).run()
         result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
         drill.assert_passed(result)
 

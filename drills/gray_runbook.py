@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from drills.cluster import ClusterError, WaitTimeout
+from drills.cluster import ClusterError
 from drills.faults.fault import Fault
 from drills.scenario import AbortWatch, DrillAborted, FaultDrill, Pace
 from drills.timeline import Event, read_events
@@ -133,8 +133,7 @@ class GrayDrill(FaultDrill):
     """One run of the gray runbook (see the module's docstring); `make_fault` builds a gray fault."""
 
     expect_down: bool = False
-    t_inject: float | None = None  # wall clock: the fault injected / healed
-    t_heal: float | None = None
+    t_inject: float | None = None  # wall clock: the fault injected (the heal's is FaultDrill.t_heal)
     hold: float | None = None
 
     def _suspects(self, fault: Fault) -> set[int]:
@@ -178,21 +177,7 @@ class GrayDrill(FaultDrill):
             self.faults.heal(fault)
             raise
 
-        d.phase("recovery", restored=fault.label)
-        self.t_heal = time.time()
-        t_heal = time.monotonic()
-        self.faults.heal(fault)
-        try:
-            c.wait_for_osds(up=suspects, timeout=pace.detection_timeout)
-            c.wait_for_active(timeout=pace.max_inactive)
-            d.measure("recovery", "time_to_active", time.monotonic() - t_heal)
-            c.wait_for_clean(timeout=pace.clean_timeout)
-        except WaitTimeout as e:
-            d.event("abort", f"recovery did not finish: {e}")
-            raise
-        d.measure("recovery", "time_to_clean", time.monotonic() - t_heal)
-        d.phase("after", clean_after=round(time.monotonic() - t_heal, 1))
-        time.sleep(pace.after)
+        self._recover(fault, suspects, pace)
 
     def _log_read(self) -> bool:
         ev = self.drill.evidence

@@ -32,6 +32,8 @@ from drills.faults.session import FaultSession, heal_pending
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger
 from drills.preflight.gate import PreflightFailed, PreflightGate
+from drills.runconfig import new_run_id
+from drills.sandbox.spec import default_target_path
 from drills.target import Target, TargetError, load_target
 from drills.telemetry.samplers import Sampler, default_samplers
 from drills.thresholds import Thresholds, ThresholdsError, load_thresholds
@@ -55,16 +57,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="on a target without destructive = true, skip the drills that inject faults instead of refusing the run")
 
 
-def default_target_path() -> str:
-    from drills.cli import default_target_path as d
-
-    return d()
-
-
-def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
 @pytest.fixture(scope="session")
 def drill_target(pytestconfig: pytest.Config) -> Target:
     path = pytestconfig.getoption("--target") or default_target_path()
@@ -77,7 +69,7 @@ def drill_target(pytestconfig: pytest.Config) -> Target:
 
 
 @pytest.fixture(scope="session")
-def cluster(drill_target: Target) -> Iterator[CephCluster]:
+def drill_cluster(drill_target: Target) -> Iterator[CephCluster]:
     try:
         c = CephCluster(drill_target).connect()
     except ClusterError as e:
@@ -89,7 +81,7 @@ def cluster(drill_target: Target) -> Iterator[CephCluster]:
 
 
 @pytest.fixture(scope="session")
-def run_dir(pytestconfig: pytest.Config, drill_target: Target) -> Path:
+def drill_run_dir(pytestconfig: pytest.Config, drill_target: Target) -> Path:
     """This run's directory under --report-dir; its timeline and report go here."""
     return _ensure_run_dir(pytestconfig)
 
@@ -105,14 +97,14 @@ def _ensure_run_dir(config: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def timeline(run_dir: Path, drill_target: Target, cluster: CephCluster, pytestconfig: pytest.Config) -> Iterator[Timeline]:
-    tl = Timeline(run_dir)
+def drill_timeline(drill_run_dir: Path, drill_target: Target, drill_cluster: CephCluster, pytestconfig: pytest.Config) -> Iterator[Timeline]:
+    tl = Timeline(drill_run_dir)
     try:
-        versions = cluster.versions()
+        versions = drill_cluster.versions()
     except ClusterError:
         versions = {}
     tl.write_meta(
-        run_id=run_dir.name,
+        run_id=drill_run_dir.name,
         harness_version=__version__,
         started=time.time(),
         ceph_version=_ceph_version(versions),
@@ -127,7 +119,7 @@ def timeline(run_dir: Path, drill_target: Target, cluster: CephCluster, pytestco
     from drills.scenario import current_pace
 
     try:  # what this run used, after layering: for the report, the history and --rerun-failed
-        write_resolved_config(run_dir, load_thresholds(pytestconfig.getoption("--thresholds")),
+        write_resolved_config(drill_run_dir, load_thresholds(pytestconfig.getoption("--thresholds")),
                               os.environ.get("DRILL_SUITE", ""), current_pace(), dict(os.environ),
                               {"ceph": _ceph_version(versions), "ceph_versions": versions, "harness": __version__})
     except (RunConfigError, ValueError, ThresholdsError) as e:
@@ -140,7 +132,7 @@ def timeline(run_dir: Path, drill_target: Target, cluster: CephCluster, pytestco
     except NotifyConfigError as e:
         raise pytest.UsageError(str(e)) from None
     if notify.grafana_url:
-        annotator = FaultAnnotator(notify, run_dir).start()
+        annotator = FaultAnnotator(notify, drill_run_dir).start()
     try:
         yield tl
     finally:
@@ -172,7 +164,7 @@ def _describe_target(t: Target) -> dict:
 
 
 @pytest.fixture(scope="session")
-def thresholds(pytestconfig: pytest.Config) -> Thresholds:
+def drill_thresholds(pytestconfig: pytest.Config) -> Thresholds:
     try:
         return load_thresholds(pytestconfig.getoption("--thresholds"))
     except ThresholdsError as e:
@@ -180,7 +172,7 @@ def thresholds(pytestconfig: pytest.Config) -> Thresholds:
 
 
 @pytest.fixture(scope="session")
-def regression_rules(pytestconfig: pytest.Config) -> list:
+def drill_regression_rules(pytestconfig: pytest.Config) -> list:
     """The [regression] rules of the defaults and the --thresholds file (drills/history/regression.py)."""
     from drills.history.regression import RegressionRulesError, load_regression_rules
 
@@ -191,7 +183,7 @@ def regression_rules(pytestconfig: pytest.Config) -> list:
 
 
 @pytest.fixture(scope="session")
-def samplers(timeline: Timeline, drill_target: Target, cluster: CephCluster) -> Iterator[list[Sampler]]:
+def drill_samplers(drill_timeline: Timeline, drill_target: Target, drill_cluster: CephCluster) -> Iterator[list[Sampler]]:
     """1 Hz cluster and memory samplers running for the whole session."""
     host_command = None
     ssh = None
@@ -200,7 +192,7 @@ def samplers(timeline: Timeline, drill_target: Target, cluster: CephCluster) -> 
 
         ssh = SshBackend(drill_target)  # daemon memory on staging hosts is read over SSH
         host_command = lambda host, cmd: ssh.run(host, cmd, check=False).stdout  # noqa: E731
-    running = [s.start() for s in default_samplers(timeline, drill_target, cluster, host_command=host_command)]
+    running = [s.start() for s in default_samplers(drill_timeline, drill_target, drill_cluster, host_command=host_command)]
     try:
         yield running
     finally:
@@ -211,16 +203,16 @@ def samplers(timeline: Timeline, drill_target: Target, cluster: CephCluster) -> 
 
 
 @pytest.fixture
-def drill(request: pytest.FixtureRequest, timeline: Timeline, thresholds: Thresholds, run_dir: Path,
-          samplers: list[Sampler]) -> Iterator[DrillRecorder]:
+def drill(request: pytest.FixtureRequest, drill_timeline: Timeline, drill_thresholds: Thresholds, drill_run_dir: Path,
+          drill_samplers: list[Sampler]) -> Iterator[DrillRecorder]:
     """The drill's recorder, named by the module's DRILL (thresholds section) or the test's name."""
     name = getattr(request.module, "DRILL", request.node.name)
-    recorder = DrillRecorder(name, timeline, thresholds, run_dir,
-                             regression_rules=request.getfixturevalue("regression_rules"))
-    cluster = request.getfixturevalue("cluster")
+    recorder = DrillRecorder(name, drill_timeline, drill_thresholds, drill_run_dir,
+                             regression_rules=request.getfixturevalue("drill_regression_rules"))
+    drill_cluster = request.getfixturevalue("drill_cluster")
     target = request.getfixturevalue("drill_target")
-    recorder.evidence = evidence_for(cluster, target, run_dir.name, timeline=timeline, drill=name,
-                                     allowed_health=thresholds.health_allowed(name))
+    recorder.evidence = evidence_for(drill_cluster, target, drill_run_dir.name, timeline=drill_timeline, drill=name,
+                                     allowed_health=drill_thresholds.health_allowed(name))
     request.node.stash[RECORDER_KEY] = recorder  # the plugin finishes it if the drill cannot
     try:
         yield recorder
@@ -229,26 +221,26 @@ def drill(request: pytest.FixtureRequest, timeline: Timeline, thresholds: Thresh
 
 
 @pytest.fixture(scope="session")
-def preflight_gate() -> PreflightGate:
+def drill_preflight_gate() -> PreflightGate:
     """Preflight once per target per session (swap, memory per OSD, daemons, clock, MTU)."""
     return PreflightGate()
 
 
 @pytest.fixture
-def faults(drill_target: Target, cluster: CephCluster, timeline: Timeline, run_dir: Path, preflight_gate: PreflightGate) -> Iterator[FaultSession]:
+def drill_faults(drill_target: Target, drill_cluster: CephCluster, drill_timeline: Timeline, drill_run_dir: Path, drill_preflight_gate: PreflightGate) -> Iterator[FaultSession]:
     """A fault session for one test: preflighted, guarded, ledgered, healed at the end whatever happens."""
     try:
-        preflight_gate.require(drill_target)  # a failed preflight blocks destructive drills (override: DRILLS_SKIP_PREFLIGHT=1)
+        drill_preflight_gate.require(drill_target)  # a failed preflight blocks destructive drills (override: DRILLS_SKIP_PREFLIGHT=1)
     except PreflightFailed as e:
         pytest.fail(str(e), pytrace=False)
-    with FaultSession(drill_target, guard=guard_from_cluster(drill_target, cluster), timeline=timeline, run_id=run_dir.name) as s:
+    with FaultSession(drill_target, guard=guard_from_cluster(drill_target, drill_cluster), timeline=drill_timeline, run_id=drill_run_dir.name) as s:
         yield s
 
 
 @pytest.fixture
-def drill_image(cluster: CephCluster, drill_target: Target) -> Iterator[str]:
+def drill_image(drill_cluster: CephCluster, drill_target: Target) -> Iterator[str]:
     """A fresh 256 MiB RBD image for the drill's fio job, removed afterwards."""
-    with cluster.scratch_image(drill_target.cluster.rbd_pool, 256 << 20, "drill") as name:
+    with drill_cluster.scratch_image(drill_target.cluster.rbd_pool, 256 << 20, "drill") as name:
         yield name
 
 
@@ -434,7 +426,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         d = _ensure_run_dir(config)
     if d is None:
         return
-    from drills.report import render_index, render_run, write_prom, write_summary_json
+    from drills.report import render_run, write_prom, write_summary_json
 
     refused = (d / REFUSED_FILE).exists()
     if exitstatus == pytest.ExitCode.INTERRUPTED:

@@ -17,6 +17,7 @@ failed tests only, with the resolved thresholds and the same DRILL_* knobs.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -29,6 +30,11 @@ from typing import Any, Mapping
 import tomli_w
 
 from drills.thresholds import DURATION, SIZE, SPECS, Thresholds, ThresholdsError, load_thresholds
+
+
+def new_run_id() -> str:
+    """A run directory's name: the UTC time the run started, to the second."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 CONFIG_FILE = "config.json"
 RESOLVED_THRESHOLDS_FILE = "resolved-thresholds.toml"
@@ -315,7 +321,7 @@ def rerun_plan(run_dir: str | Path) -> RerunPlan:
         raise RunConfigError(f"{run_dir}: the run's suite is not recorded; rerun by hand: drill run --suite SUITE")
     env = {str(k): str(v) for k, v in (config.get("env") or {}).items()}
 
-    from drills.runner import SUITES
+    from drills.catalogue import SUITES
 
     order = SUITES.get(suite, [])
     ordered = sorted(modules, key=lambda m: (order.index(m) if m in order else len(order), m))

@@ -5,6 +5,7 @@ Exit codes: 0 all passed, 1 a threshold or check failed, 2 harness or set-up err
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -159,7 +160,7 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
             print(f"drill: error: {e}", file=sys.stderr)
             return 2
         return 0
-    from drills.plugin import new_run_id
+    from drills.runconfig import new_run_id
 
     run_id = new_run_id()
     try:
@@ -198,3 +199,35 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
     if rc == 2:  # interrupted (Ctrl-C): faults were healed by the fault session on the way out
         return 130
     return 2 if rc != 0 else 0
+
+
+# --- drill run ---------------------------------------------------------------------
+
+
+def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
+    run = sub.add_parser("run", help="run a drill suite against a target and write the report")
+    run.add_argument("--target", default=default_target)
+    run.add_argument("--suite", default="smoke", help="smoke | nightly | full (default smoke)")
+    run.add_argument("--thresholds", default=None, help="thresholds TOML (default: the shipped one)")
+    run.add_argument("--report-dir", default="reports")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
+    run.add_argument("--rerun-failed", metavar="RUN_DIR", default=None,
+                     help="repeat the failed drills of that run with its resolved configuration (config.json)")
+    run.add_argument("--skip-destructive", action="store_true",
+                     help="on a target without destructive = true, skip the drills that inject faults (each shown as skipped, with why) instead of refusing the run")
+    run.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    if a.rerun_failed:
+        return rerun_failed(a.rerun_failed, a.report_dir, a.dry_run, a.pytest_args, a.skip_destructive)
+    return run_suite(
+        target=a.target,
+        suite=a.suite,
+        thresholds=a.thresholds,
+        report_dir=a.report_dir,
+        dry_run=a.dry_run,
+        extra=a.pytest_args,
+        skip_destructive=a.skip_destructive,
+    )

@@ -232,6 +232,7 @@ class FaultDrill:
     allow_unavailable: bool = False
     expect_down: bool = True  # False for faults the cluster never notices as an OSD down
     write_costs: tuple[float | None, float | None] = (None, None)  # (w, r) in ms, measured in the baseline
+    t_heal: float | None = None  # wall clock of the heal, once healed
 
     def run(self) -> DrillOutcome:
         d, c, t, pace = self.drill, self.cluster, self.target, self.pace
@@ -374,13 +375,20 @@ class FaultDrill:
             self.faults.heal(fault)
             raise
 
+        self._recover(fault, down, pace)
+
+    def _recover(self, fault: Fault, back_up: set[int], pace: Pace) -> None:
+        """The recovery and after phases every fault drill shares: heal, wait for `back_up` OSDs, then
+        active and clean (timed from the heal), then the after phase."""
+        d, c = self.drill, self.cluster
         d.phase("recovery", restored=fault.label)
+        self.t_heal = time.time()
         t_heal = time.monotonic()
         self.faults.heal(fault)
-        if down:
-            c.wait_for_osds(up=down, timeout=pace.detection_timeout)
-            d.event("note", "OSDs back up", osds=sorted(down))
         try:
+            if back_up:
+                c.wait_for_osds(up=back_up, timeout=pace.detection_timeout)
+                d.event("note", "OSDs back up", osds=sorted(back_up))
             c.wait_for_active(timeout=pace.max_inactive)
             d.measure("recovery", "time_to_active", time.monotonic() - t_heal)
             c.wait_for_clean(timeout=pace.clean_timeout)

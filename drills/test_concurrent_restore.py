@@ -20,7 +20,7 @@ Sizes (environment): DRILL_RESTORE_COUNT (41), DRILL_RESTORE_VOLUME_MIB (128),
 DRILL_RESTORE_CHUNK_MIB (64), DRILL_RESTORE_BUDGET (256MiB), DRILL_RESTORE_DISTINCT (4),
 DRILL_RESTORE_STORE (rados | posix), DRILL_RESTORE_RAW_SECONDS (15),
 DRILL_RESTORE_MALLOC_ARENA_MAX (2; empty = glibc's default), DRILL_RESTORE_MAX_RATE (auto = half
-the raw rate, a size per second such as 100MB, or 0 = no rate-limited run), DRILL_RESTORE_ADAPTIVE
+the raw rate, a size per second such as 100MiB, or 0 = no rate-limited run), DRILL_RESTORE_ADAPTIVE
 (1 = the rate-limited run also backs off on slow ops / rising write p99).  Client impact: a fio
 client (4 KiB random writes, queue depth 4, its own image) runs alone in the baseline and during
 each restore run; its p99 is measured without and with the rate limit.  Smoke size for CI:
@@ -53,9 +53,9 @@ from drills.faults.session import FaultSession
 from drills.report.results import LostWrites
 from drills.target import Target
 from drills.workloads.fio import FioJob, run_job
+from drills.units import MiB
 
 DRILL = "concurrent_restore"
-MiB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def max_rate_from_setting(setting: str, raw_rate: float) -> float:
     try:
         return float(parse_size(setting)) if setting not in ("0", "") else 0.0
     except ValueError:
-        raise pytest.UsageError(f"DRILL_RESTORE_MAX_RATE={setting!r}: use auto, 0 or a size per second (100MB)")
+        raise pytest.UsageError(f"DRILL_RESTORE_MAX_RATE={setting!r}: use auto, 0 or a size per second (100MiB)")
 
 
 @dataclass
@@ -273,18 +273,16 @@ def verify_images(cluster, pool: str, jobs: list[IsolatedJob], expected: dict[st
     return exact, sum(d for _, d, _ in checked), [p for _, _, p in checked if p]
 
 
-
-
-def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Target, timeline, settings: RestoreDrillSettings,
+def test_concurrent_restores_into_rbd(drill, drill_cluster, drill_faults, drill_target: Target, drill_timeline, settings: RestoreDrillSettings,
                                       source_backups: list[SourceBackup], image_names: list[str]) -> None:
     fault = fault_from_setting(settings.fault, drill_target)
-    cluster.wait_for_health_ok(timeout=300)
+    drill_cluster.wait_for_health_ok(timeout=300)
     pool = drill_target.cluster.rbd_pool
 
     drill.phase("baseline")
-    raw_rate = measure_raw_rbd_write(drill, drill_target, cluster, settings.raw_seconds, image_names)
+    raw_rate = measure_raw_rbd_write(drill, drill_target, drill_cluster, settings.raw_seconds, image_names)
     drill.note(f"raw RBD write (fio, seq 4 MiB, qd 16): {raw_rate / 1e6:.0f} MB/s")
-    with client_latency(drill_target, cluster, image_names, "alone") as client_alone:
+    with client_latency(drill_target, drill_cluster, image_names, "alone") as client_alone:
         time.sleep(settings.raw_seconds)
     drill.measure("baseline", "restore_client_p99_ms", client_alone.p99_ms)
 
@@ -303,8 +301,8 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
 
     drill.phase("recovery", restores=settings.count, budget=settings.budget_bytes)
     recovery_started = time.time()
-    with fault_during(faults, fault), client_latency(drill_target, cluster, image_names, "unlimited") as client_free:
-        result = run_isolated(spec, on_rss=lambda t, rss: timeline.sample("restore.rss.bytes", rss, t=t, process="restore"),
+    with fault_during(drill_faults, fault), client_latency(drill_target, drill_cluster, image_names, "unlimited") as client_free:
+        result = run_isolated(spec, on_rss=lambda t, rss: drill_timeline.sample("restore.rss.bytes", rss, t=t, process="restore"),
                               timeout=3600)
     # The same restores again under --max-rate (and --adaptive-rate): the client's p99 with the limit.
     max_rate = max_rate_from_setting(settings.max_rate, raw_rate)
@@ -316,7 +314,7 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
     if limited_jobs:
         limited_spec = dataclasses.replace(spec, jobs=tuple(limited_jobs), max_rate_bytes_per_s=max_rate,
                                            adaptive_rate=settings.adaptive)
-        with client_latency(drill_target, cluster, image_names, "limited") as client_limited:
+        with client_latency(drill_target, drill_cluster, image_names, "limited") as client_limited:
             limited = run_isolated(limited_spec, timeout=3600)
     drill.measure("recovery", "restore_client_p99_unlimited_ms", client_free.p99_ms)
     drill.measure("recovery", "restore_client_p99_ms", client_limited.p99_ms if limited_jobs else client_free.p99_ms)
@@ -356,9 +354,9 @@ def test_concurrent_restores_into_rbd(drill, cluster, faults, drill_target: Targ
     # Small restores can finish within a second: the 1 Hz daemon samplers must see the phase.
     time.sleep(max(0.0, 2.5 - (time.time() - recovery_started)))
     drill.phase("after")
-    exact, differing, problems = verify_images(cluster, pool, jobs, expected, result)
+    exact, differing, problems = verify_images(drill_cluster, pool, jobs, expected, result)
     if limited is not None:
-        exact_l, differing_l, problems_l = verify_images(cluster, pool, limited_jobs, expected, limited)
+        exact_l, differing_l, problems_l = verify_images(drill_cluster, pool, limited_jobs, expected, limited)
         exact, differing, problems = exact + exact_l, differing + differing_l, problems + problems_l
     restores_run = settings.count * (2 if limited is not None else 1)
     drill.measure("after", "restores_failed", failed + (restores_run - failed - exact))

@@ -47,10 +47,9 @@ from drills.restart.runbook import heap_release, run_with_flags, start_need_defa
 from drills.scenario import FaultDrill
 from drills.target import Host, Target
 from drills.timeline import read_events, read_histograms, read_series
-from drills.units import parse_bytes
+from drills.units import MiB, parse_bytes
 
 DRILL = "controlled_restart"
-MiB = 1 << 20
 
 # A derived budget: what the host's OSDs aim for once running, plus half again for what starting and
 # recovering costs above the target (PG logs, missing sets, allocator slack).
@@ -389,28 +388,28 @@ def measure_prediction(drill: DrillRecorder, plan: RestartPlan | None, peak_used
         drill.note(c.line())
 
 
-def test_controlled_restart(drill: DrillRecorder, cluster: CephCluster, drill_target: Target, faults: FaultSession,
+def test_controlled_restart(drill: DrillRecorder, drill_cluster: CephCluster, drill_target: Target, drill_faults: FaultSession,
                             drill_image: str) -> None:
     t = drill_target
     rack = drill_rack(t)
-    budgets = restart_budgets(t, rack, None if os.environ.get("DRILL_RESTART_BUDGET") else running_osd_memory_target(cluster))
-    start_need = start_need_default(cluster)
-    plan = predict_restart(drill, cluster, t, rack, budgets)
-    power_return = ControlledPowerReturn(drill, cluster, t, faults, rack, budgets, start_need)
+    budgets = restart_budgets(t, rack, None if os.environ.get("DRILL_RESTART_BUDGET") else running_osd_memory_target(drill_cluster))
+    start_need = start_need_default(drill_cluster)
+    plan = predict_restart(drill, drill_cluster, t, rack, budgets)
+    power_return = ControlledPowerReturn(drill, drill_cluster, t, drill_faults, rack, budgets, start_need)
     drill.note(f"rack {rack} ({', '.join(d for _, d in osds_of(power_return.hosts))}); budget per host "
                + ", ".join(f"{h} {_mib(b)}" for h, b in sorted(budgets.per_host.items()))
                + f" from {budgets.source}; start-up need {_mib(start_need)} (half of osd_memory_target, raised to peaks seen)")
 
     try:
-        session = HeldPowerSession(faults, power_return)
-        outcome = FaultDrill(drill, cluster, t, session, make_fault, drill_image).run()  # type: ignore[arg-type]
+        session = HeldPowerSession(drill_faults, power_return)
+        outcome = FaultDrill(drill, drill_cluster, t, session, make_fault, drill_image).run()  # type: ignore[arg-type]
     finally:
         if power_return.watch is not None:
             power_return.watch.stop()
 
     result = power_return.result
     derived = derived_so_far(drill)
-    memory = rack_memory(drill, cluster, power_return, derived.get("recovery", {}).get("rss_peak", {}))
+    memory = rack_memory(drill, drill_cluster, power_return, derived.get("recovery", {}).get("rss_peak", {}))
     machine_kills = drill.measurements.get("recovery", {}).get("oom_kills")  # FaultDrill's /proc/vmstat delta
     if result is not None:
         drill.note(result.summary().splitlines()[0])

@@ -48,12 +48,11 @@ from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target
 from drills.sandbox.cgroups import HostCgroup, OomWatch
 from drills.target import Target
-from drills.units import parse_bytes
+from drills.units import MiB, parse_bytes
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 DRILL = "oom_chain_reaction"
 OWN_RUNBOOK = True  # not the FaultDrill phases: two rounds, see plan_notes
-MiB = 1 << 20
 
 # A PG log is kept up to osd_max_pg_log_entries while its PG is degraded; with a high target per OSD it is
 # not trimmed back below osd_min_pg_log_entries per PG. So every write while the rack is down is a log entry
@@ -150,7 +149,7 @@ def _peak_watch(spec, target: Target, hosts: dict[str, HostCgroup], stop: thread
 
 
 @pytest.mark.timeout(5400)  # two rounds, each bounded by DRILL_OOM_BOUND plus recovery: well past the 900 s default
-def test_oom_chain_reaction(drill, cluster, drill_target, faults):
+def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
     t = drill_target
     if t.cluster.deployment != "sandbox":
         pytest.skip("the OOM chain reaction needs the sandbox's memory cgroups (a real cluster's OOM killer is not ours to pull)")
@@ -174,17 +173,17 @@ def test_oom_chain_reaction(drill, cluster, drill_target, faults):
             if pid:
                 cgroups[h.name].add(pid)
     for k, v in PG_LOG_SETTINGS.items():
-        cluster.mon_command("config set", who="osd", name=k, value=v)
+        drill_cluster.mon_command("config set", who="osd", name=k, value=v)
     rack_osds = [d for h in rack_hosts for d in h.daemons if d.startswith("osd.")]
     budgets = {h.name: budget for h in rack_hosts}
     drill.note(f"rack {rack} ({', '.join(rack_osds)}); budget per host of the rack {budget // MiB} MiB "
                f"(the other hosts {survivor_budget // MiB} MiB); {objects} small objects written while it is down")
-    cluster.wait_for_clean(timeout=600)
+    drill_cluster.wait_for_clean(timeout=600)
     rss_before = {d: _rss(spec, d) for d in rack_osds}
     drill.phase("baseline")
     rounds: list[RoundResult] = []
     try:
-        with cluster.open_ioctx(t.cluster.rados_pool) as io:
+        with drill_cluster.open_ioctx(t.cluster.rados_pool) as io:
             writer = VerifyingWriter(RadosObjectBackend(io, prefix=f"drill-{DRILL}-{uuid.uuid4().hex[:6]}"),
                                      drill.run_dir / f"{DRILL}-verifier.jsonl", drill.timeline,
                                      VerifierConfig(num_keys=64, rate_per_s=20, write_timeout_s=180))
@@ -192,7 +191,7 @@ def test_oom_chain_reaction(drill, cluster, drill_target, faults):
                 writer.start()
                 try:
                     for name in ("uncontrolled", "controlled"):
-                        rounds.append(_round(name, drill, cluster, t, spec, faults, ops, rack, rack_hosts, cgroups,
+                        rounds.append(_round(name, drill, drill_cluster, t, spec, drill_faults, ops, rack, rack_hosts, cgroups,
                                              budgets, survivor_budget, objects, bound))
                 finally:
                     writer.stop()
@@ -200,14 +199,14 @@ def test_oom_chain_reaction(drill, cluster, drill_target, faults):
         lost = drill.lost_writes(writer, report, report.method)
     finally:
         for k in PG_LOG_SETTINGS:
-            cluster.mon_command("config rm", who="osd", name=k)
+            drill_cluster.mon_command("config rm", who="osd", name=k)
         for cg in cgroups.values():
             cg.set_limit(survivor_budget)
 
     unc, con = rounds
-    cluster.wait_for_clean(timeout=900)
+    drill_cluster.wait_for_clean(timeout=900)
     rss_clean = {d: _rss(spec, d) for d in rack_osds}
-    released_ok, why_not = heap_release(cluster, rack_osds)
+    released_ok, why_not = heap_release(drill_cluster, rack_osds)
     if released_ok:
         time.sleep(3)  # the allocator returns pages to the kernel asynchronously
     else:

@@ -26,9 +26,9 @@ DRILL = "smoke"
 SMOKE_SECONDS = int(os.environ.get("DRILL_SMOKE_SECONDS", "20"))
 
 
-def test_health_and_io(drill, cluster, drill_target, timeline, drill_image, run_dir):
+def test_health_and_io(drill, drill_cluster, drill_target, drill_timeline, drill_image, drill_run_dir):
     t0 = time.monotonic()
-    cluster.wait_for_health_ok(timeout=300)
+    drill_cluster.wait_for_health_ok(timeout=300)
     drill.event("note", "HEALTH_OK", seconds=round(time.monotonic() - t0, 1))
 
     drill.phase("baseline")
@@ -38,19 +38,19 @@ def test_health_and_io(drill, cluster, drill_target, timeline, drill_image, run_
         clientname=drill_target.cluster.client.removeprefix("client."), conf=drill_target.cluster.conf,
         verify="crc32c",  # headers in every block, read back after the job
     )
-    with cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
+    with drill_cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
         prefix = f"drill-smoke-{uuid.uuid4().hex[:8]}"
         writer = VerifyingWriter(
             canary_backend(RadosObjectBackend(io, prefix=prefix), drill),
-            run_dir / "smoke-verifier.jsonl", timeline, VerifierConfig(num_keys=64, rate_per_s=20),
+            drill_run_dir / "smoke-verifier.jsonl", drill_timeline, VerifierConfig(num_keys=64, rate_per_s=20),
         )
         with writer:
             writer.start()
-            result = run_job(job, timeline)
+            result = run_job(job, drill_timeline)
             writer.stop()
             drill.phase("after")
             report = writer.check()
-    fio_check = verify_written(job, result, timeline)
+    fio_check = verify_written(job, result, drill_timeline)
     if drill.evidence is not None:
         drill.evidence.add_fio(FioVerification(fio_check.errors, fio_check.method, fio_check.error))
     drill.note(fio_check.method if fio_check.errors is not None else f"fio verify not measured: {fio_check.error}")
@@ -65,10 +65,10 @@ def test_health_and_io(drill, cluster, drill_target, timeline, drill_image, run_
     drill.assert_passed(outcome)
 
 
-def test_rados_object_round_trip(cluster, drill_target, timeline):
+def test_rados_object_round_trip(drill_cluster, drill_target, drill_timeline):
     name = f"drill-smoke-{uuid.uuid4().hex}"
     payload = os.urandom(1 << 20)
-    with cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
+    with drill_cluster.open_ioctx(drill_target.cluster.rados_pool) as io:
         io.write_full(name, payload)
         try:
             back = io.read(name, len(payload) + 1)
@@ -77,12 +77,12 @@ def test_rados_object_round_trip(cluster, drill_target, timeline):
     assert hashlib.sha256(back).hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
-def test_drill_image_round_trip(cluster, drill_target, drill_image):
+def test_drill_image_round_trip(drill_cluster, drill_target, drill_image):
     import rbd
 
     size = 16 << 20
     payload = os.urandom(size)
-    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
+    with drill_cluster.open_ioctx(drill_target.cluster.rbd_pool) as io:
         with rbd.Image(io, drill_image) as img:
             img.write(payload, 0)
             img.flush()

@@ -35,23 +35,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from drills.units import parse_bytes, parse_seconds
+
 SCHEMA_VERSION = 1
 DEFAULT_THRESHOLDS_FILE = Path(__file__).with_name("default_thresholds.toml")
 
-DRILLS = (
-    "smoke",
-    "rack_power_cut",
-    "host_power_cut",
-    "osd_kill",
-    "rack_partition",
-    "hung_osd",
-    "concurrent_restore",
-    "controlled_restart",
-    "oom_chain_reaction",
-    "slow_osd",
-    "slow_link",
-    "flapping_host",
-)
+
+def _shipped_drills() -> tuple[str, ...]:
+    """The drills are the shipped defaults' tables: a new drill is a catalogue entry and a section there,
+    never a name typed into a list. A user's file may name only these."""
+    raw = tomllib.loads(DEFAULT_THRESHOLDS_FILE.read_text())
+    return tuple(k for k, v in raw.items() if isinstance(v, dict) and k != REGRESSION)
+
+
 # The article's timeline: normal -> fault noticed -> degraded plateau -> rejoin and recovery -> normal again.
 PHASES = ("baseline", "detection", "degraded", "recovery", "after")
 
@@ -63,10 +59,7 @@ SEVERITIES = ("fail", "warn")
 SHIPPED_DEFAULTS = "shipped defaults"
 # Sources of checks that no thresholds file writes.
 INVARIANT, REGRESSION = "invariant", "regression"
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
-_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?) ?([A-Za-z]+)$")
+DRILLS = _shipped_drills()
 
 
 class ThresholdsError(Exception):
@@ -271,33 +264,17 @@ class Check:
 
 
 def parse_duration(text: str) -> float:
-    """'250ms' -> 0.25, '45s' -> 45.0, '10min' -> 600.0, '1h' -> 3600.0 (seconds)."""
-    return _parse_quantity(text, _DURATION_UNITS, "duration")
+    """'250ms' -> 0.25, '45s' -> 45.0, '10min' -> 600.0, '1h' -> 3600.0 (seconds); drills/units.py's rules."""
+    if not isinstance(text, str):
+        raise ValueError(f"a duration is a string with a unit (ms, s, min, h), e.g. '45s'; got {text!r}")
+    return parse_seconds(text)
 
 
 def parse_size(text: str) -> float:
-    """'2GiB' -> 2147483648.0 (bytes).  Binary units only: '2GB' is refused, not guessed."""
-    return _parse_quantity(text, _SIZE_UNITS, "size")
-
-
-def _parse_quantity(text: Any, units: Mapping[str, float], what: str) -> float:
-    allowed = ", ".join(units)
+    """'2GiB' -> 2147483648.0 (bytes); drills/units.py's rules ('2GB' is refused, not guessed)."""
     if not isinstance(text, str):
-        raise ValueError(f"a {what} is a string with a unit ({allowed}), e.g. {_example(units)!r}; got {text!r}")
-    if text.strip().startswith("-"):
-        raise ValueError(f"{text!r}: a limit cannot be negative; write e.g. {_example(units)!r}")
-    m = _QUANTITY.match(text.strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a {what}; write a number and a unit ({allowed}), e.g. {_example(units)!r}")
-    number, unit = m.groups()
-    if unit not in units:
-        hint = " (minutes are 'min')" if unit == "m" else ""
-        raise ValueError(f"{text!r}: unit {unit!r} is not one of {allowed}{hint}; write e.g. {_example(units)!r}")
-    return float(number) * units[unit]
-
-
-def _example(units: Mapping[str, float]) -> str:
-    return "45s" if "ms" in units else "2GiB"
+        raise ValueError(f"a size is a string with a unit (B, KiB, MiB, GiB, TiB), e.g. '2GiB'; got {text!r}")
+    return float(parse_bytes(text, unit_required=True))
 
 
 def parse_limit(value: Any, unit: str) -> float:

@@ -23,12 +23,12 @@ from drills.faults.interface import (  # noqa: F401 - re-exported
     HostBackend,
     ROLES,
     UnsupportedOps,
-    _default_resolver,
     wait_for_power_state,
 )
 from drills.faults.fault import (  # noqa: F401 - re-exported
     Fault,
     Outage,
+    _default_resolver,
     _each,
 )
 from drills.faults.kinds import (  # noqa: F401 - re-exported

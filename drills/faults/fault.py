@@ -11,9 +11,16 @@ from types import TracebackType
 from typing import Any, Callable, ClassVar, Sequence
 
 from drills.faults.errors import HealFailed
-from drills.faults.interface import BackendResolver, HostBackend, _default_resolver
+from drills.faults.interface import BackendResolver, HostBackend
 from drills.faults.ledger import LedgerEntry
 from drills.target import Host, Target
+
+
+def _default_resolver(target: Target) -> BackendResolver:
+    """The target's backend registry: resolved on first use, so this layer sits below the backends."""
+    from drills.faults.backends import BackendRegistry
+
+    return BackendRegistry(target).for_host
 
 
 # --- what a fault takes down (input to the guard) -------------------------------

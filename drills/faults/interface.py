@@ -10,7 +10,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from drills.faults.errors import FaultError, Unsupported
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
-from drills.target import Host, Target
+from drills.target import Host
 
 
 ROLES = ("power", "daemons", "network")  # what a fault needs from a host's backends
@@ -121,12 +121,6 @@ class UnsupportedOps:
 
 
 BackendResolver = Callable[[Host], HostBackend]
-
-
-def _default_resolver(target: Target) -> BackendResolver:
-    from drills.faults.backends import BackendRegistry  # late: backends import this module
-
-    return BackendRegistry(target).for_host
 
 
 def wait_for_power_state(read_state: Callable[[], str], host: Host, state: str, timeout_s: float,

@@ -12,8 +12,8 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Iterator
 
 from drills.faults.errors import DrillSignal, FaultError, HealFailed
-from drills.faults.fault import Fault
-from drills.faults.interface import BackendResolver, _default_resolver
+from drills.faults.fault import Fault, _default_resolver
+from drills.faults.interface import BackendResolver
 from drills.faults.ledger import FaultLedger, LedgerEntry, ReplayReport
 from drills.target import Target, TargetError
 

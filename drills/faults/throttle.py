@@ -19,8 +19,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-KiB = 1 << 10
-MiB = 1 << 20
+from drills.units import KiB, MiB
 
 
 def _human_bytes(n: int) -> str:
@@ -189,7 +188,7 @@ def link_limit_script(fault_id: str, limit: LinkLimit, *, address: str = "", int
             # The ingress qdisc first: if the host already has one (not ours), this fails before the ifb
             # exists, and the heal (which removes the ingress qdisc only when our ifb exists) leaves it alone.
             lines += [
-                f'tc qdisc add dev "$dev" handle ffff: ingress',
+                'tc qdisc add dev "$dev" handle ffff: ingress',
                 f"ip link add {ifb} type ifb",
                 f"ip link set {ifb} up",
                 f"tc qdisc replace dev {ifb} root {limit.tbf()}",

@@ -29,9 +29,9 @@ from typing import Any, Callable, Sequence
 
 from drills.cluster import ClusterError
 from drills.target import Host, Target
+from drills.units import MiB
 
 PASS, WARN, FAIL = "pass", "warn", "FAIL"
-MiB = 1 << 20
 CLOCK_DRIFT_ALLOWED_S = 0.05  # mon_clock_drift_allowed's default
 
 

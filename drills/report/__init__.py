@@ -9,29 +9,23 @@ Inputs: the timeline (run.json, events.jsonl, series.jsonl; drills/timeline.py) 
 results file per drill, run_dir/drills/<drill>.json (drills/report/results.py, docs/report.md).
 """
 
-from drills.report.render import render_index, render_run
-from drills.report.results import (
-    DrillResult,
-    LostWrites,
-    ModelInputs,
-    ResultsError,
-    finish_drill,
-    read_drill_results,
-    write_drill_result,
-)
-from drills.report.summary import build_summary, write_prom, write_summary_json
+from __future__ import annotations
 
-__all__ = [
-    "DrillResult",
-    "LostWrites",
-    "ModelInputs",
-    "ResultsError",
-    "build_summary",
-    "finish_drill",
-    "read_drill_results",
-    "render_index",
-    "render_run",
-    "write_drill_result",
-    "write_prom",
-    "write_summary_json",
-]
+import importlib
+from typing import Any
+
+# Names resolved on first use (PEP 562), so that importing a light submodule (results, cli) does not
+# load the renderer, and the renderer's own imports never loop back through this package.
+_EXPORTS = {
+    "render_index": "render", "render_run": "render",
+    "DrillResult": "results", "LostWrites": "results", "ModelInputs": "results", "ResultsError": "results",
+    "finish_drill": "results", "read_drill_results": "results", "write_drill_result": "results",
+    "build_summary": "summary", "write_prom": "summary", "write_summary_json": "summary",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'drills.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"drills.report.{_EXPORTS[name]}"), name)

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_STOPPED, EXIT_ERROR = 0, 1, 2
 
 
 def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
-    from drills.cli import _size
+    from drills.units import size_arg as _size
 
     p = sub.add_parser("restart", help="controlled OSD start under a per-host memory budget (one OSD at a time)")
     p.add_argument("--target", default=default_target)

@@ -26,8 +26,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from drills.faults.errors import FaultError
 from drills.target import Host, Target, TargetError
-
-MiB = 1 << 20
+from drills.units import MiB
 
 
 class RestartError(Exception):

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from drills.restart.orchestrator import Action, HostMemory, RestartConfig, decide, start_need_from_target
+from drills.units import MiB
 
-MiB = 1 << 20
 
 # Defaults used when no earlier drill recorded a start-up peak with its PG count (labelled "assumed, not
 # measured" wherever they are shown). From the sandbox's chain-reaction drill (docs/restart.md): an idle

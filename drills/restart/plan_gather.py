@@ -30,8 +30,8 @@ from drills.restart.plan import (
     startup_cost_from_history,
 )
 from drills.target import Host, Target
+from drills.units import MiB
 
-MiB = 1 << 20
 # The measurement the controlled-restart drill records per OSD (PGs it held when it started), next to rss_peak.
 STARTUP_PGS_METRIC = "startup_pgs"
 STARTUP_DRILLS = ("controlled_restart",)

@@ -16,7 +16,6 @@ Incremental chains, restored into one DEST, each link verified:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable

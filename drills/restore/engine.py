@@ -29,8 +29,8 @@ from drills.restore.sinks import FileSink, RbdConnection, RbdSink, Sink
 from drills.restore.memory import RESTORE_THREAD_STACK_BYTES
 from drills.restore.store import BackupStore, ObjectReader, store_reads_into
 from drills.restore.throttle import AdaptiveThrottle, LatencyWindow, SlowOpsProbe, ThrottleStep, TokenBucket
+from drills.units import MiB
 
-MiB = 1024 * 1024
 # Per running restore besides its buffers, decoder and stack: its Python objects (job state,
 # plan, hash objects, sink), the thread's malloc tcache.  Measured well below this with
 # benchmarks/restore_rss_matrix.py (docs/restore.md); reserved so that it is inside the budget.

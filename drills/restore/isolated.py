@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drills.restore.compression import decompress_whole
+from drills.units import MiB
 
 Mode = Literal["engine", "baseline", "raw"]
 StoreKind = Literal["posix", "rados"]
-MiB = 1 << 20
 
 
 @dataclass(frozen=True)

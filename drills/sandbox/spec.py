@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GiB = 1 << 30
-MiB = 1 << 20
+from drills.units import GiB, MiB
+
 
 DEFAULT_DIR = "/var/lib/ceph-drills/sandbox"
+DEFAULT_TARGET_ENV = "DRILL_TARGET"  # overrides the default target file
 DEFAULT_SUBNET = "10.213.0.0/24"  # lives only on the sandbox's own bridge and namespaces
 DEFAULT_PREFIX = "cd0"
+
+
+def default_target_path() -> str:
+    """The target file `drill` and pytest use when none is given: $DRILL_TARGET, else the sandbox's."""
+    return os.environ.get(DEFAULT_TARGET_ENV) or str(Path(DEFAULT_DIR) / "target.toml")
 
 # Memory a sandbox needs besides its OSDs (mon + mgr + radosgw + headroom), and the
 # allowance per OSD: osd_memory_target plus slack for start-up peaks.

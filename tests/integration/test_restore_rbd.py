@@ -25,7 +25,7 @@ from drills.restore.format import (WrittenBackup, cinder_prefix, metadata_name, 
 from drills.restore.rados_store import RadosBackupStore
 from drills.restore.sinks import HEADER_WIPE_BYTES, RbdConnection, rbd_restore_state
 from drills.restore.store import PosixBackupStore
-from drills.restore.verify import bytes_digest, rbd_image_digest
+from drills.restore.verify import rbd_image_digest
 from drills.target import Target
 
 rbd = pytest.importorskip("rbd")

@@ -72,7 +72,7 @@ def test_kill_9_then_resume_into_rbd(sandbox_target: Target, tmp_path: Path) -> 
         # 1. A restore held to 4 MB/s (so that it is still running), killed once 4 pieces are journaled.
         started = time.monotonic()
         proc = subprocess.Popen(_drill(str(store.root / backup.prefix), dest, "--target", sandbox_target.path,
-                                       "--max-rate", "4MB"),
+                                       "--max-rate", "4MiB"),
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60

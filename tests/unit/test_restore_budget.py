@@ -16,7 +16,8 @@ MiB = 1 << 20
 
 def test_parse_size_units() -> None:
     assert parse_size("256MiB") == 256 * 2**20
-    assert parse_size("1.5G") == 1_500_000_000
+    with pytest.raises(ValueError, match="ambiguous"):  # drills/units.py: 1.5G is 1.5 GiB to Ceph, 1.5e9 to SI
+        parse_size("1.5G")
     assert parse_size("4096") == 4096
     with pytest.raises(ValueError):
         parse_size("12XB")

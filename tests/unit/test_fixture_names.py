@@ -1,0 +1,30 @@
+"""The plugin's fixtures carry the project's prefix: it loads into every pytest session of the venv, and a
+generic `cluster` or `timeline` would shadow another project's. The old names are an opt-in alias plugin."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+OLD = ("cluster", "run_dir", "timeline", "thresholds", "regression_rules", "samplers", "preflight_gate", "faults")
+
+
+def _fixture_names(result: pytest.RunResult) -> set[str]:
+    # `pytest --fixtures` lists "name [scope] -- file:line" per fixture
+    return {m.group(1) for line in result.stdout.lines if (m := re.match(r"^(\w+)( \[\w+ scope\])? -- ", line))}
+
+
+def test_the_plugin_offers_only_prefixed_fixtures(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
+    names = _fixture_names(result)
+    ours = {n for n in names if n.startswith("drill")}
+    assert {"drill", "drill_target", "drill_cluster", "drill_faults", "drill_timeline", "drill_image"} <= ours, names
+    assert names.isdisjoint(OLD), names & set(OLD)
+
+
+def test_the_old_names_come_back_with_the_alias_plugin(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider", "-p", "drills.fixture_aliases")
+    assert set(OLD) <= _fixture_names(result)

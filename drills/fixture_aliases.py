@@ -10,53 +10,31 @@ A drill module that still asks for the old names opts in to these aliases:
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
-from drills.cluster import CephCluster
-from drills.faults.session import FaultSession
-from drills.preflight.gate import PreflightGate
-from drills.telemetry.samplers import Sampler
-from drills.thresholds import Thresholds
-from drills.timeline import Timeline
+# old name -> (the plugin's fixture, its scope)
+ALIASES = {
+    "cluster": ("drill_cluster", "session"),
+    "run_dir": ("drill_run_dir", "session"),
+    "timeline": ("drill_timeline", "session"),
+    "thresholds": ("drill_thresholds", "session"),
+    "regression_rules": ("drill_regression_rules", "session"),
+    "samplers": ("drill_samplers", "session"),
+    "preflight_gate": ("drill_preflight_gate", "session"),
+    "faults": ("drill_faults", "function"),
+}
 
 
-@pytest.fixture(scope="session")
-def cluster(drill_cluster: CephCluster) -> CephCluster:
-    return drill_cluster
+def _alias(old: str, new: str, scope: str) -> Callable[..., Any]:
+    @pytest.fixture(scope=scope, name=old)  # type: ignore[call-overload]
+    def fixture(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(new)
+
+    fixture.__doc__ = f"`{new}` under its old name."
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def run_dir(drill_run_dir: Path) -> Path:
-    return drill_run_dir
-
-
-@pytest.fixture(scope="session")
-def timeline(drill_timeline: Timeline) -> Timeline:
-    return drill_timeline
-
-
-@pytest.fixture(scope="session")
-def thresholds(drill_thresholds: Thresholds) -> Thresholds:
-    return drill_thresholds
-
-
-@pytest.fixture(scope="session")
-def regression_rules(drill_regression_rules: list) -> list:
-    return drill_regression_rules
-
-
-@pytest.fixture(scope="session")
-def samplers(drill_samplers: list[Sampler]) -> list[Sampler]:
-    return drill_samplers
-
-
-@pytest.fixture(scope="session")
-def preflight_gate(drill_preflight_gate: PreflightGate) -> PreflightGate:
-    return drill_preflight_gate
-
-
-@pytest.fixture
-def faults(drill_faults: FaultSession) -> FaultSession:
-    return drill_faults
+for _old, (_new, _scope) in ALIASES.items():
+    globals()[f"_{_old}_alias"] = _alias(_old, _new, _scope)

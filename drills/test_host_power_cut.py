@@ -1,12 +1,7 @@
 """Drill host_power_cut: one host loses power: a smaller blast radius than a rack, the same silence.
 
-Aimed at the last host of the first rack (r1h2 on the default sandbox); DRILL_HOST.
-Runbook (drills/scenario.py), with fio 4k random writes and the verifying writer running throughout:
- baseline -> inject -> detection (until the cluster marks the OSDs down) -> degraded plateau
- -> heal -> recovery (until active+clean) -> after -> every acknowledged write read back.
-Limits: the `host_power_cut` section of the thresholds file. Phase lengths: DRILL_PACE=smoke|nightly|full.
-
-The drill is data: its entry in drills/catalogue.py."""
+The drill is data: its entry in drills/catalogue.py says where it aims, which runbook and suites;
+`drill run --dry-run` prints its plan and limits."""
 
 from drills.catalogue import runbook_test
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from drills.fsutil import fsync_dir
+
 LEDGER_VERSION = 1
 LEDGER_FILE = "fault-ledger.jsonl"
 LOCK_FILE = "fault-ledger.lock"
@@ -105,14 +107,6 @@ class ReplayReport:
         lines += [f"  healed: {e.label} [{e.fault_id}]" for e in self.healed]
         lines += [f"  FAILED: {f}" for f in self.failed]
         return "\n".join(lines)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FaultLedger:
@@ -195,7 +189,7 @@ class FaultLedger:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(self.dir)  # the new file's directory entry must survive a crash too
+                fsync_dir(self.dir)  # the new file's directory entry must survive a crash too
 
     def arm(self, entry: LedgerEntry) -> LedgerEntry:
         """Record a fault as about to be injected; call before touching anything."""

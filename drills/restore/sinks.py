@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from drills.fsutil import fsync_dir, pread_into
 from drills.restore.errors import TargetError
 from drills.restore.journal import (RBD_JOURNAL_KEY, RBD_PIECE_PREFIX, RBD_STATE_INCOMPLETE, RBD_STATE_KEY,
                                     JournalHeader, RbdJournalState, piece_meta_key, restore_process_running)
@@ -119,7 +120,7 @@ class FileSink:
             self._journal_fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
                                        0o600)
             self._append_journal({"journal": JOURNAL_VERSION, "key": journal_key, "size": self.size})
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as e:
             self._close_fds()
             self._temp.unlink(missing_ok=True)
@@ -173,13 +174,7 @@ class FileSink:
         """Read back what was restored (the final whole-image check after a resume)."""
         fd = os.open(self._temp if self._temp is not None else self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            done = 0
-            while done < len(view):
-                got = os.preadv(fd, [view[done:]], offset + done)
-                if got == 0:
-                    break
-                done += got
-            return done
+            return pread_into(fd, view, offset)
         finally:
             os.close(fd)
 
@@ -212,7 +207,7 @@ class FileSink:
             os.replace(self._temp, self.path)
             if self._journal is not None:
                 self._journal.unlink(missing_ok=True)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._done = True
 
     def abort(self, keep_for_resume: bool = False) -> str:
@@ -235,14 +230,6 @@ class FileSink:
         finally:
             os.close(self._fd)
         return f"block device {self.path} flagged: first {HEADER_WIPE_BYTES} bytes zeroed, contents incomplete"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RbdSink:

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from drills.fsutil import pread_into
 from drills.restore.errors import BackupFormatError, CorruptObjectError, MissingObjectError
 
 # Cinder's posix driver: SHA block 32 KiB, file size 61035 * 32 KiB (~1.86 GiB).
@@ -141,13 +142,7 @@ class PosixBackupStore:
         except FileNotFoundError:
             raise MissingObjectError(f"object vanished from {self.root}", object_name=name) from None
         try:
-            done = 0
-            while done < len(view):
-                got = os.preadv(fd, [view[done:]], offset + done)
-                if got == 0:
-                    break
-                done += got
-            return done
+            return pread_into(fd, view, offset)
         finally:
             os.close(fd)
 

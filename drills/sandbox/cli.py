@@ -65,13 +65,6 @@ def _positive(text: str) -> int:
     return n
 
 
-def _say(message: str) -> None:
-    try:
-        print(message, file=sys.stderr, flush=True)
-    except OSError:
-        pass
-
-
 def _spec_from_args(a: argparse.Namespace) -> SandboxSpec:
     return SandboxSpec(
         dir=a.dir,
@@ -110,7 +103,7 @@ def cmd_sandbox_down(a: argparse.Namespace) -> int:
     left = bootstrap.leftovers(spec)
     print(f"sandbox down in {r.seconds:.1f} s: {r.processes_killed} processes stopped, {len(r.removed)} items removed")
     if left:
-        _say(f"drill: error: still present after down: {', '.join(left)}")
+        print(f"drill: error: still present after down: {', '.join(left)}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 

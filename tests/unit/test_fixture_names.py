@@ -28,3 +28,13 @@ def test_the_plugin_offers_only_prefixed_fixtures(pytester: pytest.Pytester) -> 
 def test_the_old_names_come_back_with_the_alias_plugin(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider", "-p", "drills.fixture_aliases")
     assert set(OLD) <= _fixture_names(result)
+
+
+def test_an_alias_is_the_same_object_as_the_prefixed_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_alias="""
+pytest_plugins = ["drills.fixture_aliases"]
+
+def test_same(preflight_gate, drill_preflight_gate):
+    assert preflight_gate is drill_preflight_gate
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q").assert_outcomes(passed=1)

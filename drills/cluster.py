@@ -302,6 +302,30 @@ class CephCluster:
             raise ClusterError(f"osd.{osd_id} did not report {key}: {out!r}")
         return str(out[key])
 
+    def config_set(self, who: str, key: str, value: str) -> None:
+        """`ceph config set WHO KEY VALUE` in the mon's config database."""
+        self.mon_command("config set", who=who, name=key, value=value)
+
+    def config_rm(self, who: str, key: str) -> None:
+        """`ceph config rm WHO KEY`: back to the default (or ceph.conf's value)."""
+        self.mon_command("config rm", who=who, name=key)
+
+    def crush_rules(self) -> list[dict[str, Any]]:
+        """`ceph osd crush rule dump`: every rule with its steps (the failure domain is a chooseleaf type)."""
+        out = self.mon_command("osd crush rule dump")
+        if not isinstance(out, list):
+            raise ClusterError(f"`osd crush rule dump` returned {type(out).__name__}, not a list of rules")
+        return out
+
+    def create_pool(self, pool: str, pg_num: int, application: str) -> None:
+        """A replicated pool with the cluster's default size, tagged with its application."""
+        self.mon_command("osd pool create", pool=pool, pg_num=pg_num, pgp_num=pg_num, pool_type="replicated")
+        self.mon_command("osd pool application enable", pool=pool, app=application, yes_i_really_mean_it=True)
+
+    def delete_pool(self, pool: str) -> None:
+        """Delete a pool (refused by the mons unless mon_allow_pool_delete is true: ClusterError)."""
+        self.mon_command("osd pool delete", pool=pool, pool2=pool, yes_i_really_really_mean_it=True)
+
     # --- waiting -----------------------------------------------------------
     def wait_for_health_ok(self, timeout: float = 180) -> None:
         def check() -> tuple[bool, str]:

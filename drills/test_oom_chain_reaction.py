@@ -173,7 +173,7 @@ def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
             if pid:
                 cgroups[h.name].add(pid)
     for k, v in PG_LOG_SETTINGS.items():
-        drill_cluster.mon_command("config set", who="osd", name=k, value=v)
+        drill_cluster.config_set("osd", k, v)
     rack_osds = [d for h in rack_hosts for d in h.daemons if d.startswith("osd.")]
     budgets = {h.name: budget for h in rack_hosts}
     drill.note(f"rack {rack} ({', '.join(rack_osds)}); budget per host of the rack {budget // MiB} MiB "
@@ -199,7 +199,7 @@ def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
         lost = drill.lost_writes(writer, report, report.method)
     finally:
         for k in PG_LOG_SETTINGS:
-            drill_cluster.mon_command("config rm", who="osd", name=k)
+            drill_cluster.config_rm("osd", k)
         for cg in cgroups.values():
             cg.set_limit(survivor_budget)
 
@@ -251,14 +251,13 @@ def _round(name: str, drill, cluster: CephCluster, t: Target, spec, faults: Faul
     # Each round writes into a pool of its own, deleted after it: both rounds (and every run) start from
     # the same logs, and no shared pool grows by 100,000 objects a round.
     pool = f"drills-oom-{name}-{uuid.uuid4().hex[:6]}"
-    cluster.mon_command("osd pool create", pool=pool, pg_num=POOL_PGS, pgp_num=POOL_PGS, pool_type="replicated")
-    cluster.mon_command("osd pool application enable", pool=pool, app="drills", yes_i_really_mean_it=True)
+    cluster.create_pool(pool, POOL_PGS, "drills")
     try:
         return _round_in(out, pool, name, drill, cluster, t, spec, faults, ops, rack_hosts, cgroups, budgets,
                          survivor_budget, objects, bound)
     finally:
         try:
-            cluster.mon_command("osd pool delete", pool=pool, pool2=pool, yes_i_really_really_mean_it=True)
+            cluster.delete_pool(pool)
         except ClusterError as e:  # e.g. mon_allow_pool_delete false: say so, keep going
             drill.note(f"pool {pool} not deleted: {e}; delete it by hand")
 

@@ -202,6 +202,6 @@ def rule_failure_domains(crush_rule_dump: list[dict[str, Any]]) -> dict[int, str
 
 def guard_from_cluster(target: Target, cluster: Any, *, allow_unavailable: bool = False) -> FaultGuard:
     """A guard with the live fsid and every pool's size, min_size and failure domain."""
-    domains = rule_failure_domains(cluster.mon_command("osd crush rule dump"))
+    domains = rule_failure_domains(cluster.crush_rules())
     pools = [PoolSpec.from_osd_dump(p, domains) for p in cluster.osd_dump()["pools"]]
     return FaultGuard(target, cluster.fsid(), pools, allow_unavailable=allow_unavailable)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drills.restore.errors import BackupFormatError, MissingObjectError
-from drills.restore.store import SMALL_OBJECT_LIMIT_BYTES
+from drills.restore.errors import MissingObjectError
+from drills.restore.store import SMALL_OBJECT_LIMIT_BYTES, read_small
 
 PUT_PIECE_BYTES = 16 * 1024 * 1024  # below osd_max_write_size (90 MiB)
 RADOS_MAX_OBJECT_BYTES = 128 * 1024 * 1024  # osd_max_object_size default
@@ -52,10 +52,7 @@ class RadosBackupStore:
             raise MissingObjectError(f"object vanished from {self.description}", object_name=name) from None
 
     def get_small(self, name: str, limit: int = SMALL_OBJECT_LIMIT_BYTES) -> bytes:
-        size = self.open_object(name)
-        if size > limit:
-            raise BackupFormatError(f"{size} bytes, larger than the {limit}-byte limit", object_name=name)
-        return self.read_range(name, 0, size)
+        return read_small(self, name, limit)
 
     # Writing is for making test backups only; the restore path never calls it.
     def put_object(self, name: str, data: bytes) -> None:

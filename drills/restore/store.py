@@ -42,6 +42,14 @@ class BackupStore(Protocol):
         ...
 
 
+def read_small(store: BackupStore, name: str, limit: int = SMALL_OBJECT_LIMIT_BYTES) -> bytes:
+    """A whole small object (a manifest, an index), refused above `limit`: what every store's get_small does."""
+    size = store.open_object(name)
+    if size > limit:
+        raise BackupFormatError(f"{size} bytes, larger than the {limit}-byte limit", object_name=name)
+    return store.read_range(name, 0, size)
+
+
 def store_reads_into(store: BackupStore) -> bool:
     """True if the store fills a caller's buffer (read_into) instead of returning a bytes copy."""
     return callable(getattr(store, "read_into", None))
@@ -147,10 +155,7 @@ class PosixBackupStore:
             os.close(fd)
 
     def get_small(self, name: str, limit: int = SMALL_OBJECT_LIMIT_BYTES) -> bytes:
-        size = self.open_object(name)
-        if size > limit:
-            raise BackupFormatError(f"{size} bytes, larger than the {limit}-byte limit", object_name=name)
-        return self.read_range(name, 0, size)
+        return read_small(self, name, limit)
 
     # Writing is for making test backups only; the restore path never calls it.
     def put_object(self, name: str, data: bytes) -> None:

@@ -207,9 +207,16 @@ def main(argv: list[str] | None = None) -> int:
             rc, interrupted = _run_command(argv)
             # Also when the interrupt was handled on the way (pytest, the restore engine) and the command
             # returned a status of its own: the person pressed Ctrl-C, so the command did not finish.
-            if (interrupted or signal.SIGINT in signals.seen()) and rc != EXIT_PIPE_CLOSED:
+            seen = signals.seen()
+            if (interrupted or signal.SIGINT in seen) and rc != EXIT_PIPE_CLOSED:
                 _say("drill: interrupted")
                 rc = EXIT_INTERRUPTED
+            elif rc == EXIT_INTERRUPTED and seen & {signal.SIGTERM, signal.SIGHUP}:
+                # `drill run` stopped by SIGTERM/SIGHUP: pytest ended the run early (faults healed, the
+                # report written); exit as a process that signal stopped
+                stopped = min(seen & {signal.SIGTERM, signal.SIGHUP})
+                _say(f"drill: stopped by {signal.Signals(stopped).name}")
+                rc = 128 + stopped
         return rc
     finally:
         sys.stdout.flush()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -24,6 +26,7 @@ from drills import __version__
 from drills.admission import Refused, admit, plan_drills, skip_destructive_requested
 from drills.cluster import CephCluster, ClusterError, WaitTimeout
 from drills.drill import DrillRecorder, findings_text
+from drills.faults.errors import DrillSignal
 from drills.faults.guard import GuardRefused
 from drills.invariants import evidence_for
 from drills.report.results import DrillResult, drill_results_path, write_drill_result
@@ -44,6 +47,10 @@ OUTCOMES_KEY = pytest.StashKey["OutcomeLog"]()
 VERDICT_KEY = pytest.StashKey["RunVerdict"]()
 SKIPS_KEY = pytest.StashKey[dict]()
 RECORDER_KEY = pytest.StashKey[DrillRecorder]()
+STOP_SIGNAL_KEY = pytest.StashKey[int]()  # SIGTERM/SIGHUP that stopped the run
+IN_TEST_KEY = pytest.StashKey[list]()  # [True] while a drill's setup, call or teardown runs
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 HARNESS_LOG = "harness-errors.log"
 
 
@@ -257,6 +264,49 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             raise pytest.UsageError(str(e)) from None
 
 
+# --- SIGTERM / SIGHUP stop the whole run (a nightly timer's `systemctl stop`), not just the drill in hand --
+
+
+def _stop_run(session: pytest.Session, signum: int) -> None:
+    session.config.stash[STOP_SIGNAL_KEY] = signum
+    session.shouldstop = f"stopped by {signal.Signals(signum).name}"  # pytest runs no further drill
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    """While drills run, SIGTERM and SIGHUP end the run: the drill in hand gets DrillSignal (its fault
+    session heals on the way out, as it does for a signal while faults are armed), no further drill
+    starts, and the report is written; `drill run` exits 128 + the signal. A fault session's own handler
+    takes over while faults are armed and raises DrillSignal itself (see pytest_runtest_makereport)."""
+    if not _drill_items(list(session.items)) or threading.current_thread() is not threading.main_thread():
+        return (yield)
+    in_test = session.config.stash.setdefault(IN_TEST_KEY, [False])
+
+    def on_signal(signum: int, frame: object) -> None:
+        _stop_run(session, signum)
+        if in_test[0]:  # inside a runtest phase pytest reports the exception; elsewhere it must not fly
+            raise DrillSignal(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    try:
+        return (yield)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    in_test = item.config.stash.get(IN_TEST_KEY, None)
+    if in_test is None or item.session.shouldstop:
+        return (yield)
+    in_test[0] = True
+    try:
+        return (yield)
+    finally:
+        in_test[0] = False
+
+
 def heal_leftovers(config: pytest.Config, target: Target) -> None:
     """A session that drills a target first undoes faults a crashed run left armed on it, and says so."""
     pending = FaultLedger(target.state_dir).pending()
@@ -334,8 +384,8 @@ def _classify(excinfo: pytest.ExceptionInfo[BaseException] | None) -> str:
         return "pass"
     from drills.scenario import DrillAborted
 
-    if excinfo.errisinstance((DrillAborted, WaitTimeout)):
-        return "stop"
+    if excinfo.errisinstance((DrillAborted, WaitTimeout, DrillSignal)):
+        return "stop"  # a stop condition, or SIGTERM/SIGHUP stopping the run
     if excinfo.errisinstance(GuardRefused):
         return "refused"
     if excinfo.errisinstance((AssertionError, pytest.fail.Exception)):
@@ -359,6 +409,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     recorder = item.stash.get(RECORDER_KEY, None)
     run_dir = config.stash.get(RUN_DIR_KEY, None)
     exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, DrillSignal) and exc.signum in _STOP_SIGNALS:
+        _stop_run(item.session, exc.signum)
     message = ""
     if rep.skipped:
         kind = "skip"
@@ -430,7 +482,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     refused = (d / REFUSED_FILE).exists()
     if exitstatus == pytest.ExitCode.INTERRUPTED:
-        (d / INTERRUPTED_FILE).write_text("the run was interrupted (Ctrl-C or a signal); faults were healed on the way out\n")
+        stopped = config.stash.get(STOP_SIGNAL_KEY, None)
+        how = f"stopped by {signal.Signals(stopped).name}" if stopped else "interrupted (Ctrl-C)"
+        (d / INTERRUPTED_FILE).write_text(f"the run was {how}; faults were healed on the way out\n")
     if not refused:
         write_test_outcomes(d, config.stash[OUTCOMES_KEY].all())
     verdict = run_verdict(d)

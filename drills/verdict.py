@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -100,7 +102,10 @@ def decide(results: Iterable[DrillResult], tests: Iterable[TestOutcome] = (), re
         return RunVerdict("refused", EXIT_ERROR, reasons=(f"refused: {refused}",))
     drills = [drill_verdict(r) for r in results]
     if interrupted:  # Ctrl-C or a signal: what ran is shown, but the run is not judged whole
-        return RunVerdict("interrupted", EXIT_INTERRUPTED, tuple(drills), (f"interrupted: {interrupted}",),
+        # stopped by SIGTERM/SIGHUP: 128 + the signal, as the process exits; Ctrl-C: 130
+        m = re.search(r"stopped by (SIGTERM|SIGHUP)", interrupted)
+        code = 128 + signal.Signals[m.group(1)] if m else EXIT_INTERRUPTED
+        return RunVerdict("interrupted", code, tuple(drills), (f"interrupted: {interrupted}",),
                           sum(d.warnings for d in drills))
     reasons = [f"{d.drill}: {d.summary}" for d in drills if d.outcome in ("failed", "error")]
     judged = {d.drill for d in drills}

@@ -16,7 +16,8 @@ distribution of its figure across those runs, where at least `min_runs` of them 
       failed one CI run in the first four (hung_osd after: 0.574 against 0.58).
   _max limits (durations, sizes, ratios):
       limit = max(F x median, 1.1 x highest, median + floor, geometric mean x exp(3 x spread x sqrt(1 + 1/n)))
-      (the spread term only from 3 runs or more, all above 0)
+      (the spread term from 3 runs or more, all above 0; for latencies below 3 runs, the pooled
+      POOLED_LATENCY_LOG_SPREAD: a phase's p99 differs from run to run about as much as IOPS do)
       F = 2.5 for durations and ratios (a tripling fails), 1.5 for memory (RSS) sizes and RSS ratios;
       floor = 2 s for durations (1 Hz sampling: a 0 s stall must not become a 0 s limit), 10 s for stall_time
       and time_to_active (they move in whole re-peering rounds), 64 MiB for sizes
@@ -62,6 +63,10 @@ KEPT_KEYS = frozenset({
 MIN_FACTOR, MIN_LOWEST_FACTOR = 0.6, 0.9
 MIN_SPREAD_SDS = 3.0
 POOLED_LOG_SPREAD = 0.32
+# A phase's p99 (over all its writes, fio's histograms) on the quiet sandbox differs from run to run by this
+# log-SD, pooled over the runbook drills' phases (docs/thresholds.md, "Defaults"); used below 3 runs.
+POOLED_LATENCY_LOG_SPREAD = 0.30
+LATENCY_KEYS = frozenset({"p50_latency_max", "p99_latency_max", "restore_client_p99_latency_max"})
 MAX_FACTOR = {DURATION: 2.5, RATIO: 2.5, SIZE: 1.5}
 MAX_FACTOR_BY_KEY = {"rss_after_recovery_ratio_max": 1.5, "rss_after_heap_release_ratio_max": 1.5}
 MAX_HIGHEST_FACTOR = 1.1
@@ -151,13 +156,16 @@ def calibrated_limit(key: str, values: list[float]) -> tuple[float, str]:
     limit = max(factor * med, MAX_HIGHEST_FACTOR * hi, med + floor)
     rule = f"max({factor} x median, {MAX_HIGHEST_FACTOR} x highest" + (
         f", median + {format_value(floor, spec.unit)}" if floor else "")
-    if len(values) >= 3 and lo > 0:
-        # the same prediction interval as for _min limits, upwards: runs that spread wide get room for it
-        spread = statistics.stdev(math.log(v) for v in values)
+    own = len(values) >= 3 and lo > 0
+    if own or (key in LATENCY_KEYS and lo > 0):
+        # the same prediction interval as for _min limits, upwards: runs that spread wide get room for it;
+        # a latency from fewer than 3 runs takes the pooled spread of latencies instead (as IOPS do)
+        spread = statistics.stdev(math.log(v) for v in values) if own else POOLED_LATENCY_LOG_SPREAD
         ceiling = math.exp(statistics.fmean(math.log(v) for v in values)
                            + MIN_SPREAD_SDS * spread * math.sqrt(1 + 1 / len(values)))
         limit = max(limit, ceiling)
-        rule += f", geometric mean x exp({MIN_SPREAD_SDS:g} x log-SD of the runs {spread:.2f} x sqrt(1 + 1/{len(values)}))"
+        rule += (f", geometric mean x exp({MIN_SPREAD_SDS:g} x {'log-SD of the runs' if own else 'pooled log-SD'} "
+                 f"{spread:.2f} x sqrt(1 + 1/{len(values)}))")
     rule += ")"
     if key in CAP and limit > CAP[key]:
         limit, rule = CAP[key], rule + f", capped at {CAP[key]:g}"

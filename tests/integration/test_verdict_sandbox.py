@@ -12,6 +12,7 @@ Refusals: a wrong fsid and a non-destructive target are one line and exit 2 befo
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -81,6 +82,26 @@ def test_a_forced_stop_condition_is_failed_in_every_output(sandbox_spec, sandbox
     assert FaultLedger(target.state_dir).pending() == []  # healed at once
     sandbox_cluster.wait_for_osds(up=set(target.osd_ids), timeout=120)
     sandbox_cluster.wait_for_clean(timeout=300)
+
+
+def test_sigterm_stops_the_whole_run_and_every_output_says_so(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
+    """SIGTERM (a nightly timer's `systemctl stop`) ends the run, not just the drill in hand: the next drill
+    never starts, the report is written, and the exit status is 143 in every output."""
+    sandbox_cluster.wait_for_clean(timeout=300)
+    p = start_drill_run(sandbox_spec.target_path, tmp_path, "--", "-k", "test_health_and_io or test_rack_power_cut")
+    assert wait_for_phase(tmp_path, "baseline", p, timeout=300), "the smoke drill never reached its baseline"
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 143, out[-3000:] + err[-2000:]
+    assert "drill: stopped by SIGTERM" in err and "Traceback" not in err
+    latest = tmp_path / "latest"
+    summary = outputs_agree(latest, "interrupted", 143)
+    assert any("stopped by SIGTERM" in r for r in summary["reasons"])
+    assert set(results(latest)) <= {"smoke"}  # the rack cut never started
+    ran = {t["drill"] for t in json.loads((latest / "tests.json").read_text())}
+    assert "rack_power_cut" not in ran, ran
+    assert '"drill": "rack_power_cut"' not in (latest / "events.jsonl").read_text()
+    assert FaultLedger(load_target(sandbox_spec.target_path).state_dir).pending() == []
 
 
 def test_fault_drills_at_smoke_pace_pass_on_a_healthy_sandbox(sandbox_spec, sandbox, sandbox_cluster, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,19 @@ def test_noisy_runs_get_a_limit_three_log_sds_below_their_mean() -> None:
     # two runs cannot give a spread: the pooled one is used, and it binds below 0.9 x lowest
     two, rule = calibrated_limit("iops_ratio_min", [1.16, 1.56])
     assert two < 0.5 * 1.16 and "pooled log-SD 0.32" in rule
+
+
+def test_a_latency_from_two_runs_gets_the_pooled_latency_spread_upwards() -> None:
+    from drills.history.calibrate import POOLED_LATENCY_LOG_SPREAD
+
+    # two quiet runs of a phase's p99 (rack_partition degraded: 82 ms and 225 ms)
+    limit, rule = calibrated_limit("p99_latency_max", [0.082, 0.225])
+    gm = (0.082 * 0.225) ** 0.5
+    assert limit == pytest.approx(gm * math.exp(3 * POOLED_LATENCY_LOG_SPREAD * math.sqrt(1.5)))
+    assert limit > 2.5 * 0.1535 and f"pooled log-SD {POOLED_LATENCY_LOG_SPREAD:.2f}" in rule
+    # durations that are not latencies keep the 2-run rule without a spread term
+    dur, rule = calibrated_limit("time_to_clean_max", [30.0, 40.0])
+    assert dur == 2.5 * 35.0 and "log-SD" not in rule
 
 
 def test_values_round_away_from_the_runs() -> None:
@@ -156,5 +170,5 @@ def test_max_limits_make_room_for_a_wide_spread_and_say_what_it_costs() -> None:
     assert wide > 2.5 * 0.207 and "log-SD of the runs 0.42" in rule and "a tripling would not fail" in rule
     steady, rule = calibrated_limit("p99_latency_max", [0.100, 0.105, 0.110, 0.098, 0.102])
     assert steady == 2.5 * 0.102 and "WARNING" not in rule  # a steady figure keeps the tripling rule
-    two, _ = calibrated_limit("p99_latency_max", [0.1, 0.2])
-    assert two == pytest.approx(2.5 * 0.15)  # no spread from two runs: the plain rule
+    two, rule = calibrated_limit("p99_latency_max", [0.1, 0.2])
+    assert two > 2.5 * 0.15 and "pooled log-SD" in rule  # no spread from two runs: the pooled one

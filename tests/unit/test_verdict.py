@@ -86,6 +86,16 @@ def test_skipped_drills_and_refusals() -> None:
     assert (nothing.outcome, nothing.exit_code) == ("error", 2)
 
 
+def test_an_interrupted_run_exits_as_the_signal_that_stopped_it() -> None:
+    done = [result("smoke", check())]
+    ctrl_c = decide(done, interrupted="the run was interrupted (Ctrl-C); faults were healed on the way out")
+    term = decide(done, interrupted="the run was stopped by SIGTERM; faults were healed on the way out")
+    hup = decide(done, interrupted="the run was stopped by SIGHUP; faults were healed on the way out")
+    assert (ctrl_c.outcome, ctrl_c.exit_code) == ("interrupted", 130)
+    assert (term.outcome, term.exit_code) == ("interrupted", 143) and (hup.outcome, hup.exit_code) == ("interrupted", 129)
+    assert "stopped by SIGTERM" in term.reasons[0]
+
+
 def test_invariants_fail_when_not_measured() -> None:
     assert invariant("unfound_objects_max", 0).passed
     assert not invariant("unfound_objects_max", 2).passed

@@ -734,10 +734,26 @@ class FioRunner:
             timeout = self.job.runtime + 60.0
         try:
             return self._finish(timeout)
+        except BaseException:
+            self._abandon()  # interrupted (SIGTERM, Ctrl-C): fio must not outlive the caller, nor its readers
+            raise
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
+
+    def _abandon(self) -> None:
+        """Stop fio without waiting for a report and join the reader threads, which write to the timeline."""
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._stopped = True
+            self._proc.send_signal(signal.SIGINT)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._join_readers()
 
     def _finish(self, timeout: float) -> FioResult:
         assert self._proc is not None

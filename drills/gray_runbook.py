@@ -164,6 +164,8 @@ class GrayDrill(FaultDrill):
         d.phase("degraded", fault=fault.label, suspects=sorted(suspects), hold_s=round(self.hold, 1),
                 osd_op_complaint_time=complaint)
         self.t_inject = time.time()
+        if self.before_inject is not None:
+            self.before_inject(fault)
         self.faults.inject(fault, allow_unavailable=self.allow_unavailable)
         watch = AbortWatch(c, suspects, pace.max_inactive,
                            on_unfound=d.evidence.saw_unfound if d.evidence is not None else None)

@@ -233,6 +233,12 @@ class FaultDrill:
     expect_down: bool = True  # False for faults the cluster never notices as an OSD down
     write_costs: tuple[float | None, float | None] = (None, None)  # (w, r) in ms, measured in the baseline
     t_heal: float | None = None  # wall clock of the heal, once healed
+    # Hooks for drills that follow this runbook with a step of their own (the controlled restart):
+    # before_inject(fault) runs just before the fault goes in; restore(fault) runs at the start of the
+    # recovery phase in place of a plain heal, and the fault session's heal still follows it (it undoes
+    # whatever the restore left). An abort before recovery heals at once, without the restore.
+    before_inject: Callable[[Fault], None] | None = None
+    restore: Callable[[Fault], None] | None = None
 
     def run(self) -> DrillOutcome:
         d, c, t, pace = self.drill, self.cluster, self.target, self.pace
@@ -341,6 +347,8 @@ class FaultDrill:
         self._warmup_and_baseline(pace)
         d.phase("detection", fault=fault.label, takes_down=sorted(down))
         t_inject = time.monotonic()
+        if self.before_inject is not None:
+            self.before_inject(fault)
         self.faults.inject(fault, allow_unavailable=self.allow_unavailable)
         watch = AbortWatch(c, down, pace.max_inactive,
                            on_unfound=d.evidence.saw_unfound if d.evidence is not None else None)
@@ -384,7 +392,11 @@ class FaultDrill:
         d.phase("recovery", restored=fault.label)
         self.t_heal = time.time()
         t_heal = time.monotonic()
-        self.faults.heal(fault)
+        try:
+            if self.restore is not None:
+                self.restore(fault)
+        finally:
+            self.faults.heal(fault)
         try:
             if back_up:
                 c.wait_for_osds(up=back_up, timeout=pace.detection_timeout)

@@ -19,6 +19,7 @@ from drills.target import Target, TargetError
 
 if TYPE_CHECKING:
     from drills.faults.guard import FaultGuard
+    from drills.hostaccess import HostAccess
     from drills.timeline import Timeline
 
 
@@ -108,6 +109,7 @@ class FaultSession:
     ledger: FaultLedger | None = None
     run_id: str = ""
     heal_pending_first: bool = False  # True: replay an earlier crash's faults on entry
+    host_access: "HostAccess | None" = None  # the run's shared host connections (None: the backends make their own)
     active: list[Fault] = field(default_factory=list, init=False)
     _previous_handlers: dict[int, Any] = field(default_factory=dict, init=False)
     _deferred_signal: int | None = field(default=None, init=False)
@@ -117,7 +119,7 @@ class FaultSession:
         if self.ledger is None:
             self.ledger = FaultLedger(self.target.state_dir)
         if self.resolve is None:
-            self.resolve = _default_resolver(self.target)
+            self.resolve = _default_resolver(self.target, self.host_access)
 
     # -- lifecycle --
     def __enter__(self) -> "FaultSession":

@@ -66,7 +66,7 @@ def local_command(host: Host, command: str) -> list[str]:
     return ["sh", "-c", command]
 
 
-@dataclass
+@dataclass(eq=False)  # one object is one set of connections: compared by identity
 class HostAccess:
     """Runs commands on the target's hosts; one SSH connection per ssh host, reused until ``close()``."""
 

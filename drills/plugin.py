@@ -267,7 +267,8 @@ def heal_leftovers(config: pytest.Config, target: Target) -> None:
     pending = FaultLedger(target.state_dir).pending()
     if not pending:
         return
-    report = heal_pending(target)
+    with HostAccess(target) as access:
+        report = heal_pending(target, host_access=access)
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():  # said out loud, not into a test's captured output
         config.get_terminal_writer().line(

@@ -77,9 +77,12 @@ def fault_from_record(
     return fault
 
 
-def heal_pending(target: Target, *, resolve: BackendResolver | None = None, ledger: FaultLedger | None = None) -> ReplayReport:
-    """What ``drill heal`` does: undo every pending fault of the target, newest first."""
+def heal_pending(target: Target, *, resolve: BackendResolver | None = None, ledger: FaultLedger | None = None,
+                 host_access: "HostAccess | None" = None) -> ReplayReport:
+    """What ``drill heal`` does: undo every pending fault of the target, newest first. Every heal goes
+    through one backend registry (on ``host_access``, when given): one connection per host."""
     ledger = ledger or FaultLedger(target.state_dir)
+    resolve = resolve or _default_resolver(target, host_access)
     return ledger.replay(lambda entry: fault_from_record(entry, target, resolve).heal())
 
 

@@ -6,12 +6,14 @@ Each module in this package declares
                                           # {"power": ("ipmi",)} or {"daemons": ("ssh",)}
     def make_backend(target: Target, host_access: HostAccess | None = None) -> HostBackend
 
-and the registry finds it by those kinds. ``host_access`` is the run's one drills.hostaccess.HostAccess
-(None: the backend makes its own); a backend that runs commands on hosts goes through it.  A host's three roles are routed
+and the registry finds it by those kinds.  A host's three roles are routed
 separately: ``power`` by ``host.power.kind``, ``daemons`` by ``host.access.kind``,
 ``network`` by ``host.network.kind`` - except ``nft``, which means "run nft
 through the host's access backend" (SSH on a real host).  Kind ``none`` means
 the target offers no such control: a fault needing it is refused at probe time.
+
+``host_access`` is the run's one drills.hostaccess.HostAccess (None: the backend
+makes its own); a backend that runs commands on hosts goes through it.
 """
 
 from __future__ import annotations

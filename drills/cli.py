@@ -18,6 +18,7 @@ from drills.faults.errors import DrillSignal, FaultError
 from drills.faults.guard import GuardRefused
 from drills import runner
 from drills.history import cli as history_cli
+from drills.hostaccess import HostAccessError
 from drills.preflight import cli as preflight_cli
 from drills.report import cli as report_cli
 from drills.restart import cli as restart_cli
@@ -232,7 +233,8 @@ def _run_command(argv: list[str] | None) -> tuple[int, bool]:
             rc = int(args.func(args) or 0)
             sys.stdout.flush()
             return rc, False
-        except (SandboxError, TargetError, ClusterError, FaultError, GuardRefused, ThresholdsError, report_cli.ReportError) as e:
+        except (SandboxError, TargetError, ClusterError, FaultError, HostAccessError, GuardRefused, ThresholdsError,
+                report_cli.ReportError) as e:
             sys.stdout.flush()  # what the command printed comes before its error
             _say(f"drill: error: {e}")
             return EXIT_ERROR, False

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from drills.target import Target
 
@@ -209,6 +209,21 @@ class CephCluster:
             return json.loads(out) if out else err
         except json.JSONDecodeError:
             return out.decode(errors="replace")
+
+    def heap_release(self, osd_id: int) -> None:
+        """`ceph tell osd.N heap release`: tcmalloc returns freed heap to the kernel. ClusterError when
+        refused (Debian's build: "not using tcmalloc!"; glibc malloc has no such command)."""
+        self.osd_command(osd_id, "heap", heapcmd="release")
+
+    def release_heaps(self, osds: Sequence[str]) -> tuple[bool, str]:
+        """`heap release` for each OSD ('osd.3', ...): (all released, why not: the refusals)."""
+        refused = []
+        for d in osds:
+            try:
+                self.heap_release(int(d.split(".", 1)[1]))
+            except ClusterError as e:
+                refused.append(f"{d}: {e}")
+        return not refused, "; ".join(refused)
 
     # --- what the cluster says ---------------------------------------------
     def fsid(self) -> str:

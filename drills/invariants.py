@@ -73,6 +73,7 @@ class DrillEvidence:
     crashes_before: set[str] | None = None
     oom_before: dict[str, int | None] = field(default_factory=dict)
     log_watch: Any = None  # drills.telemetry.clusterlog.ClusterLogWatch, subscribed for the drill's length
+    host_access: Any = None  # drills.hostaccess.HostAccess: the run's, for the OOM counters of ssh hosts
     log_error: str = ""
 
     def begin(self) -> "DrillEvidence":
@@ -83,7 +84,7 @@ class DrillEvidence:
         flags = flags_or_none(self.cluster)
         self.flags_before = None if flags is None else frozenset(flags)
         self.crashes_before = crash_snapshot(self.cluster)
-        self.oom_before = oom_kills_by_host(self.target)
+        self.oom_before = oom_kills_by_host(self.target, access=self.host_access)
         try:
             self.log_watch = ClusterLogWatch(self.target, self.timeline, drill=self.drill).start()
         except Exception as e:  # noqa: BLE001 - not measured: unexpected_log_entries_max says so at the end
@@ -159,7 +160,7 @@ class DrillEvidence:
         causes kills on purpose."""
         from drills.hostfacts import oom_kills_between, oom_kills_by_host
 
-        kills = oom_kills_between(self.oom_before, oom_kills_by_host(self.target))
+        kills = oom_kills_between(self.oom_before, oom_kills_by_host(self.target, access=self.host_access))
         if self.timeline is not None:
             for host, n in kills.items():
                 self.timeline.event("host.oom_kills", host, drill=self.drill, kills=n)

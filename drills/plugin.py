@@ -34,6 +34,7 @@ from drills.verdict import INTERRUPTED_FILE, REFUSED_FILE, OutcomeLog, RunVerdic
 from drills.faults.session import FaultSession, heal_pending
 from drills.faults.guard import guard_from_cluster
 from drills.faults.ledger import FaultLedger
+from drills.hostaccess import HostAccess
 from drills.preflight.gate import PreflightFailed, PreflightGate
 from drills.runconfig import new_run_id
 from drills.sandbox.spec import default_target_path
@@ -190,23 +191,24 @@ def drill_regression_rules(pytestconfig: pytest.Config) -> list:
 
 
 @pytest.fixture(scope="session")
-def drill_samplers(drill_timeline: Timeline, drill_target: Target, drill_cluster: CephCluster) -> Iterator[list[Sampler]]:
-    """1 Hz cluster and memory samplers running for the whole session."""
-    host_command = None
-    ssh = None
-    if drill_target.cluster.deployment != "sandbox" and any(h.access.kind == "ssh" for h in drill_target.hosts):
-        from drills.faults.backends.ssh import SshBackend
+def drill_host_access(drill_target: Target) -> Iterator[HostAccess]:
+    """One connection per host for the session: the fault backends, the samplers, preflight and the
+    evidence's OOM counters all run their host commands through it (drills/hostaccess.py)."""
+    with HostAccess(drill_target) as access:
+        yield access
 
-        ssh = SshBackend(drill_target)  # daemon memory on staging hosts is read over SSH
-        host_command = lambda host, cmd: ssh.run(host, cmd, check=False).stdout  # noqa: E731
-    running = [s.start() for s in default_samplers(drill_timeline, drill_target, drill_cluster, host_command=host_command)]
+
+@pytest.fixture(scope="session")
+def drill_samplers(drill_timeline: Timeline, drill_target: Target, drill_cluster: CephCluster,
+                   drill_host_access: HostAccess) -> Iterator[list[Sampler]]:
+    """1 Hz cluster and memory samplers running for the whole session (daemon memory on ssh hosts is
+    read through the session's host access)."""
+    running = [s.start() for s in default_samplers(drill_timeline, drill_target, drill_cluster, host_access=drill_host_access)]
     try:
         yield running
     finally:
         for s in running:
             s.stop()
-        if ssh is not None:
-            ssh.close()
 
 
 @pytest.fixture
@@ -219,7 +221,8 @@ def drill(request: pytest.FixtureRequest, drill_timeline: Timeline, drill_thresh
     drill_cluster = request.getfixturevalue("drill_cluster")
     target = request.getfixturevalue("drill_target")
     recorder.evidence = evidence_for(drill_cluster, target, drill_run_dir.name, timeline=drill_timeline, drill=name,
-                                     allowed_health=drill_thresholds.health_allowed(name))
+                                     allowed_health=drill_thresholds.health_allowed(name),
+                                     host_access=request.getfixturevalue("drill_host_access"))
     request.node.stash[RECORDER_KEY] = recorder  # the plugin finishes it if the drill cannot
     try:
         yield recorder
@@ -228,19 +231,21 @@ def drill(request: pytest.FixtureRequest, drill_timeline: Timeline, drill_thresh
 
 
 @pytest.fixture(scope="session")
-def drill_preflight_gate() -> PreflightGate:
+def drill_preflight_gate(drill_host_access: HostAccess) -> PreflightGate:
     """Preflight once per target per session (swap, memory per OSD, daemons, clock, MTU)."""
-    return PreflightGate()
+    return PreflightGate(access=drill_host_access)
 
 
 @pytest.fixture
-def drill_faults(drill_target: Target, drill_cluster: CephCluster, drill_timeline: Timeline, drill_run_dir: Path, drill_preflight_gate: PreflightGate) -> Iterator[FaultSession]:
+def drill_faults(drill_target: Target, drill_cluster: CephCluster, drill_timeline: Timeline, drill_run_dir: Path,
+                 drill_preflight_gate: PreflightGate, drill_host_access: HostAccess) -> Iterator[FaultSession]:
     """A fault session for one test: preflighted, guarded, ledgered, healed at the end whatever happens."""
     try:
         drill_preflight_gate.require(drill_target)  # a failed preflight blocks destructive drills (override: DRILLS_SKIP_PREFLIGHT=1)
     except PreflightFailed as e:
         pytest.fail(str(e), pytrace=False)
-    with FaultSession(drill_target, guard=guard_from_cluster(drill_target, drill_cluster), timeline=drill_timeline, run_id=drill_run_dir.name) as s:
+    with FaultSession(drill_target, guard=guard_from_cluster(drill_target, drill_cluster), timeline=drill_timeline,
+                      run_id=drill_run_dir.name, host_access=drill_host_access) as s:
         yield s
 
 
@@ -312,7 +317,8 @@ def heal_leftovers(config: pytest.Config, target: Target) -> None:
     pending = FaultLedger(target.state_dir).pending()
     if not pending:
         return
-    report = heal_pending(target)
+    with HostAccess(target) as access:
+        report = heal_pending(target, host_access=access)
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():  # said out loud, not into a test's captured output
         config.get_terminal_writer().line(

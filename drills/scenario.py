@@ -185,17 +185,6 @@ class DrillOutcome:
     model: ModelInputs
 
 
-def oom_kills_now() -> int | None:
-    """The kernel's count of OOM kills on this machine (/proc/vmstat oom_kill)."""
-    try:
-        for line in Path("/proc/vmstat").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def measure_write_costs(cluster: CephCluster, pool: str, object_size: int = 4 << 20, rounds: int = 5) -> tuple[float, float]:
     """(w, r) in ms on the target: a 4 KiB write, and a whole-object read + write (what recovering
     one object costs before a degraded write may proceed)."""

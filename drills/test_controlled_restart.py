@@ -43,7 +43,7 @@ from drills.restart.hostops import CephClusterOps, host_ops_for
 from drills.restart.orchestrator import ControlledRestart, HostOps, RestartConfig, RestartResult, order_daemons, select_osds
 from drills.restart.plan import RestartPlan, compare_peaks, make_plan
 from drills.restart.plan_gather import STARTUP_PGS_METRIC, gather_plan_inputs
-from drills.restart.runbook import heap_release, run_with_flags, start_need_default
+from drills.restart.runbook import run_with_flags, start_need_default
 from drills.scenario import FaultDrill
 from drills.target import Host, Target
 from drills.timeline import read_events, read_histograms, read_series
@@ -204,7 +204,7 @@ class ControlledPowerReturn:
     watch: HostMemoryWatch | None = None
 
     def __post_init__(self) -> None:
-        self.host_ops = host_ops_for(self.target)
+        self.host_ops = host_ops_for(self.target, self.session.host_access)
         self.hosts = list(self.target.rack(self.rack).hosts)
 
     def before_cut(self) -> None:
@@ -234,7 +234,7 @@ class ControlledPowerReturn:
             raise
         finally:
             # Watched from here on: an uncontrolled start of what is still held counts against the budget too.
-            self.watch = HostMemoryWatch(host_ops_for(self.target), self.hosts, self.budgets.per_host, d).start()
+            self.watch = HostMemoryWatch(host_ops_for(self.target, self.session.host_access), self.hosts, self.budgets.per_host, d).start()
             for stop in reversed(stops):  # held units of a booted host start here if the controlled start stopped
                 self.session.heal(stop)
         if not self.result.ok:
@@ -345,7 +345,7 @@ def rack_memory(drill: DrillRecorder, cluster: CephCluster, power_return: Contro
     ops, hosts, budgets = power_return.host_ops, power_return.hosts, power_return.budgets.per_host
     osds = list(power_return.rss_before) or [d for _, d in osds_of(hosts)]
     rss_clean = osd_rss(ops, hosts, budgets)
-    released, why_not = heap_release(cluster, osds)
+    released, why_not = cluster.release_heaps(osds)
     rss_released = None
     if released:
         time.sleep(HEAP_RELEASE_SETTLE_S)  # the allocator returns pages to the kernel asynchronously

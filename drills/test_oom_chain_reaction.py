@@ -39,14 +39,14 @@ import pytest
 from drills.cluster import CephCluster, ClusterError, WaitTimeout
 from drills.faults.kinds import RackPowerCut
 from drills.faults.session import FaultSession
+from drills.hostfacts import OomWatch
 from drills.restart.flags import ClusterFlags
 from drills.restart.hostops import CephClusterOps, SandboxHostOps
 from drills.restart.orchestrator import ControlledRestart, RestartConfig, RestartResult
-from drills.restart.runbook import heap_release
 from drills.restart.supervise import SystemdLikeSupervisor
 from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target
-from drills.sandbox.cgroups import HostCgroup, OomWatch
+from drills.sandbox.cgroups import HostCgroup
 from drills.target import Target
 from drills.units import MiB, parse_bytes
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
@@ -164,7 +164,7 @@ def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
     budget = parse_bytes(os.environ.get("DRILL_OOM_BUDGET", DEFAULT_BUDGET))
     survivor_budget = parse_bytes(os.environ.get("DRILL_OOM_SURVIVOR_BUDGET", "3GiB"))
     bound = float(os.environ.get("DRILL_OOM_BOUND", "600"))
-    ops = SandboxHostOps(t)
+    ops = SandboxHostOps(t, drill_faults.host_access)
     osd_hosts = [h for h in t.hosts if h.osd_ids]
     cgroups = {h.name: HostCgroup.of(spec.prefix, h.name).create(survivor_budget) for h in osd_hosts}
     for h in osd_hosts:  # running daemons move into their host's cgroup, memory and all
@@ -206,7 +206,7 @@ def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
     unc, con = rounds
     drill_cluster.wait_for_clean(timeout=900)
     rss_clean = {d: _rss(spec, d) for d in rack_osds}
-    released_ok, why_not = heap_release(drill_cluster, rack_osds)
+    released_ok, why_not = drill_cluster.release_heaps(rack_osds)
     if released_ok:
         time.sleep(3)  # the allocator returns pages to the kernel asynchronously
     else:

@@ -7,6 +7,7 @@ import sys
 
 from drills.faults.session import heal_pending
 from drills.faults.ledger import FaultLedger
+from drills.hostaccess import HostAccess
 from drills.target import load_target
 
 
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"nothing to heal: no armed faults in {ledger.path}")
         return 0
     print(f"healing {len(pending)} armed fault(s) from {ledger.path}: {', '.join(e.label for e in pending)}")
-    report = heal_pending(target, ledger=ledger)
+    with HostAccess(target) as access:
+        report = heal_pending(target, ledger=ledger, host_access=access)
     print(report.summary())
     if not report.ok:
         print("drill: error: some faults could not be undone; do the manual steps above", file=sys.stderr)

@@ -13,14 +13,16 @@ from typing import Any, Callable, ClassVar, Sequence
 from drills.faults.errors import HealFailed
 from drills.faults.interface import BackendResolver, HostBackend
 from drills.faults.ledger import LedgerEntry
+from drills.hostaccess import HostAccess
 from drills.target import Host, Target
 
 
-def _default_resolver(target: Target) -> BackendResolver:
-    """The target's backend registry: resolved on first use, so this layer sits below the backends."""
+def _default_resolver(target: Target, host_access: HostAccess | None = None) -> BackendResolver:
+    """The target's backend registry: resolved on first use, so this layer sits below the backends.
+    ``host_access``: the run's shared drills.hostaccess.HostAccess (None: each backend makes its own)."""
     from drills.faults.backends import BackendRegistry
 
-    return BackendRegistry(target).for_host
+    return BackendRegistry(target, host_access=host_access).for_host
 
 
 # --- what a fault takes down (input to the guard) -------------------------------

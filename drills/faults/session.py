@@ -19,6 +19,7 @@ from drills.target import Target, TargetError
 
 if TYPE_CHECKING:
     from drills.faults.guard import FaultGuard
+    from drills.hostaccess import HostAccess
     from drills.timeline import Timeline
 
 
@@ -76,9 +77,12 @@ def fault_from_record(
     return fault
 
 
-def heal_pending(target: Target, *, resolve: BackendResolver | None = None, ledger: FaultLedger | None = None) -> ReplayReport:
-    """What ``drill heal`` does: undo every pending fault of the target, newest first."""
+def heal_pending(target: Target, *, resolve: BackendResolver | None = None, ledger: FaultLedger | None = None,
+                 host_access: "HostAccess | None" = None) -> ReplayReport:
+    """What ``drill heal`` does: undo every pending fault of the target, newest first. Every heal goes
+    through one backend registry (on ``host_access``, when given): one connection per host."""
     ledger = ledger or FaultLedger(target.state_dir)
+    resolve = resolve or _default_resolver(target, host_access)
     return ledger.replay(lambda entry: fault_from_record(entry, target, resolve).heal())
 
 
@@ -108,6 +112,7 @@ class FaultSession:
     ledger: FaultLedger | None = None
     run_id: str = ""
     heal_pending_first: bool = False  # True: replay an earlier crash's faults on entry
+    host_access: "HostAccess | None" = None  # the run's shared host connections (None: the backends make their own)
     active: list[Fault] = field(default_factory=list, init=False)
     _previous_handlers: dict[int, Any] = field(default_factory=dict, init=False)
     _deferred_signal: int | None = field(default=None, init=False)
@@ -117,7 +122,7 @@ class FaultSession:
         if self.ledger is None:
             self.ledger = FaultLedger(self.target.state_dir)
         if self.resolve is None:
-            self.resolve = _default_resolver(self.target)
+            self.resolve = _default_resolver(self.target, self.host_access)
 
     # -- lifecycle --
     def __enter__(self) -> "FaultSession":

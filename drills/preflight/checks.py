@@ -1,7 +1,7 @@
-"""Preflight: is every host of the target fit for a destructive drill? Checked with pytest-testinfra.
+"""Preflight: is every host of the target fit for a destructive drill?
 
-Per host (local hosts through testinfra's local backend, ssh hosts through its paramiko backend over
-the ssh fault backend's connection):
+Per host, through drills.hostaccess (local hosts: a subprocess, in the host's netns; ssh hosts:
+pytest-testinfra's paramiko backend over the run's shared connection):
 
   swap          SwapTotal > 0 in /proc/meminfo. The seed's advice: keep swap; without it a start-up
                 peak goes straight to the OOM killer. A sandbox host (local, sharing this machine)
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from drills.cluster import ClusterError
+from drills.hostaccess import HostAccess
 from drills.target import Host, Target
 from drills.units import MiB
 
@@ -68,26 +69,13 @@ class PreflightReport:
 Runner = Callable[[Host, str], "tuple[int, str]"]
 
 
-def testinfra_runner(target: Target) -> Runner:
-    """testinfra hosts: local:// for local (sandbox) hosts, the ssh backend's paramiko connection for ssh."""
-    import testinfra
-
-    local = testinfra.get_host("local://")
-    ssh: Any = None
+def host_runner(access: HostAccess) -> Runner:
+    """Commands through the run's HostAccess: a subprocess (in the host's netns) for local (sandbox)
+    hosts, testinfra's paramiko backend on the shared connection for ssh hosts. An unreachable host
+    raises HostUnreachable naming it."""
 
     def run(host: Host, command: str) -> tuple[int, str]:
-        nonlocal ssh
-        if host.access.kind == "ssh":
-            if ssh is None:
-                from drills.faults.backends.ssh import SshBackend
-
-                ssh = SshBackend(target)
-            th = ssh._backend(host)  # a testinfra paramiko backend on our own checked connection
-            r = th.run(command)
-        else:
-            if host.access.netns:
-                command = f"ip netns exec {shlex.quote(host.access.netns)} sh -c {shlex.quote(command)}"
-            r = local.run(command)
+        r = access.run(host, command, check=False)
         return r.rc, r.stdout
 
     return run
@@ -284,16 +272,21 @@ def running_osd_memory_target(cluster: Any) -> int:
     raise NotMeasured(f"osd_memory_target not read: no up OSD answered ({'; '.join(tried[:3])})")
 
 
-def preflight(target: Target, run: Runner | None = None, osd_memory_target: int | None = None) -> PreflightReport:
+def preflight(target: Target, run: Runner | None = None, osd_memory_target: int | None = None,
+              access: HostAccess | None = None) -> PreflightReport:
     """Every check on every host. An osd_memory_target that cannot be read fails the memory checks
-    (with why) instead of assuming Ceph's default."""
+    (with why) instead of assuming Ceph's default. Commands go through ``run``, else ``access`` (the
+    run's HostAccess), else a HostAccess of this call's own, closed at the end."""
+    if run is None and access is None:
+        with HostAccess(target) as own:
+            return preflight(target, None, osd_memory_target, own)
     unread = ""
     if osd_memory_target is None:
         try:
             osd_memory_target = osd_memory_target_of(target)
         except NotMeasured as e:
             unread = str(e)
-    return run_preflight(target, run or testinfra_runner(target), osd_memory_target, unread)
+    return run_preflight(target, run or host_runner(access), osd_memory_target, unread)  # type: ignore[arg-type]
 
 
 __all__: Sequence[str] = ("PreflightCheck", "PreflightReport", "preflight", "run_preflight", "NotMeasured", "osd_memory_target_of",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from drills.hostaccess import HostAccess
 from drills.preflight.checks import PreflightReport, preflight
 from drills.target import Target
 
@@ -23,6 +24,7 @@ class PreflightFailed(Exception):
 @dataclass
 class PreflightGate:
     reports: dict[str, PreflightReport] = field(default_factory=dict)
+    access: HostAccess | None = None  # the run's HostAccess (None: preflight makes its own per check)
 
     def require(self, target: Target) -> PreflightReport | None:
         """None when skipped (not destructive, or overridden); raise PreflightFailed on a failed check."""
@@ -30,7 +32,7 @@ class PreflightGate:
             return None
         key = target.path or target.cluster.fsid
         if key not in self.reports:
-            self.reports[key] = preflight(target)
+            self.reports[key] = preflight(target, access=self.access if self.access is not None and self.access.target == target else None)
         report = self.reports[key]
         if not report.ok:
             lines = "\n  ".join(f"{c.host}: {c.check}: {c.detail}" for c in report.failures)

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from drills.faults.kinds import DaemonStop
     from drills.faults.session import FaultSession
     from drills.faults.guard import guard_from_cluster
+    from drills.hostaccess import HostAccess
     from drills.restart.hostops import CephClusterOps, host_ops_for
     from drills.restart.orchestrator import ControlledRestart, RestartConfig, RestartError, order_daemons, select_osds
     from drills.restart.runbook import run_with_flags, start_need_default
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
               "or set memory_budget in the target", file=sys.stderr)
         return EXIT_ERROR
     run_dir = Path(args.report_dir) / f"restart-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    with CephCluster(target) as cluster, Timeline(run_dir) as tl:
-        hosts = host_ops_for(target)
+    with CephCluster(target) as cluster, Timeline(run_dir) as tl, HostAccess(target) as access:
+        hosts = host_ops_for(target, access)  # one connection per host for the host ops and the fault session
         config = RestartConfig(budgets=budgets, start_need=args.start_need or start_need_default(cluster), wait=args.wait,
                                step_timeout_s=args.timeout, settle_s=args.settle, need_margin=args.need_margin)
 
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                                     on_sample=lambda m, v, labels: tl.sample(m, v, **labels))
         for h in {h.name: h for h, _ in pairs}.values():  # unreachable: say so before any flag is set
             hosts.probe(h)
-        with FaultSession(target, guard=guard_from_cluster(target, cluster), timeline=tl, run_id=run_dir.name) as session:
+        with FaultSession(target, guard=guard_from_cluster(target, cluster), timeline=tl, run_id=run_dir.name,
+                          host_access=access) as session:
             # Stopped by us, so ledgered: a kill -9 of this command leaves them for `drill heal` to start.
             stops = [session.inject(DaemonStop(target, d)) for _, d in pairs] if args.stop_first else []
             result, flags = run_with_flags(session, target, cluster, restart)

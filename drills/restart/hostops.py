@@ -8,7 +8,8 @@ counter would count every other sandbox's kills too, so that raises).
 
 SSH: daemons are systemd units (start / restart through the ssh backend); memory is one probe per
 look (every Ceph daemon's RSS, and MemAvailable); OOM kills are /proc/vmstat's oom_kill counter.
-A counter that cannot be read raises (FaultError), never reads 0.
+A counter that cannot be read raises (FaultError), never reads 0. Both kinds read the counter through
+drills.hostfacts, and reach hosts through one drills.hostaccess.HostAccess (the caller's, when given).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from typing import Any
 import psutil
 
 from drills.cluster import CephCluster, ClusterError
+from drills.hostaccess import HostAccess
 from drills.restart.orchestrator import HostMemory
 from drills.target import Host, Target
 
 
 @dataclass
 class _BackendHostOps:
-    """What both host kinds do through their fault backend (probe, start, stop)."""
+    """What both host kinds do through their fault backend (probe, start, stop) and the host facts
+    (the OOM-kill counter of drills.hostfacts). ``access``: the run's HostAccess (None: one of its own)."""
 
     target: Target
+    access: HostAccess | None = None
     _backend: Any = field(default=None, init=False)
 
     def probe(self, host: Host) -> None:
@@ -44,13 +48,23 @@ class _BackendHostOps:
     def stop(self, host: Host, daemon: str) -> None:
         self._backend.stop_daemon(host, daemon)
 
+    def oom_kills(self, host: Host) -> int:
+        """The host's OOM-kill counter (drills.hostfacts); raises FaultError naming why it cannot be read."""
+        from drills.faults.errors import FaultError
+        from drills.hostfacts import NotCounted, counted, oom_kill_reading
+
+        try:
+            return counted(oom_kill_reading(self.target, host, access=self.access))
+        except NotCounted as e:
+            raise FaultError(str(e)) from None
+
 
 @dataclass
 class SandboxHostOps(_BackendHostOps):
     def __post_init__(self) -> None:
         from drills.faults.backends.sandbox import SandboxBackend
 
-        self._backend = SandboxBackend(self.target)
+        self._backend = SandboxBackend(self.target, self.access)
         self.spec = self._backend.spec
 
     def _pid(self, daemon: str) -> int | None:
@@ -86,39 +100,15 @@ class SandboxHostOps(_BackendHostOps):
         used = cg.read().anon if cg is not None else sum(rss.values())
         return HostMemory(host.name, budget, used, rss, psutil.virtual_memory().available)
 
-    def oom_kills(self, host: Host) -> int:
-        return _measured_oom_kills(self.target, host)
-
-
-def _measured_oom_kills(target: Target, host: Host) -> int:
-    """The host's OOM-kill counter (drills.hostfacts); raises FaultError naming why it cannot be read."""
-    from drills.faults.errors import FaultError
-    from drills.hostfacts import oom_kill_reading
-
-    reading = oom_kill_reading(target, host)
-    if reading.value is None:
-        raise FaultError(f"host {host.name}: OOM kills cannot be counted: {reading.why}")
-    return reading.value
-
-
-def machine_oom_kills() -> int | None:
-    """This machine's /proc/vmstat oom_kill (every process's kills); None when the kernel has no such line."""
-    try:
-        with open("/proc/vmstat") as f:
-            for line in f:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
 
 @dataclass
 class SshHostOps(_BackendHostOps):
     def __post_init__(self) -> None:
         from drills.faults.backends.ssh import SshBackend
 
-        self._backend = SshBackend(self.target)
+        if self.access is None:
+            self.access = HostAccess(self.target)  # shared by the backend and the OOM counter
+        self._backend = SshBackend(self.target, access=self.access)
 
     def restart(self, host: Host, daemon: str) -> None:
         u = shlex.quote(self._backend.unit(daemon))
@@ -140,23 +130,14 @@ class SshHostOps(_BackendHostOps):
         rss = {d: m.rss for d, m in parse_memory_probe(out).items() if d in host.daemons}
         return HostMemory(host.name, budget, sum(rss.values()), rss, avail)
 
-    def oom_kills(self, host: Host) -> int:
-        from drills.faults.errors import FaultError
-        from drills.hostfacts import VMSTAT_OOM_COMMAND, parse_vmstat_oom
 
-        out = self._backend.run(host, VMSTAT_OOM_COMMAND).stdout
-        count = parse_vmstat_oom(out)
-        if count is None:
-            raise FaultError(f"host {host.name}: no oom_kill counter in /proc/vmstat ({out.strip()[:40]!r}): OOM kills cannot be counted")
-        return count
-
-
-def host_ops_for(target: Target) -> SandboxHostOps | SshHostOps:
+def host_ops_for(target: Target, access: HostAccess | None = None) -> SandboxHostOps | SshHostOps:
+    """The target's host ops; ``access`` is the run's HostAccess (None: the host ops make their own)."""
     kinds = {h.access.kind for r in target.racks for h in r.hosts}
     if target.cluster.deployment == "sandbox" and kinds <= {"local"}:
-        return SandboxHostOps(target)
+        return SandboxHostOps(target, access)
     if kinds <= {"ssh"}:
-        return SshHostOps(target)
+        return SshHostOps(target, access)
     raise ClusterError(f"controlled restart needs every OSD host reachable the same way (local sandbox or ssh); the target mixes {sorted(kinds)}")
 
 
@@ -222,7 +203,7 @@ class CephClusterOps:
         return pgs_ready(stats, osd, wait)
 
     def heap_release(self, osd: int) -> None:
-        self.cluster.osd_command(osd, "heap", heapcmd="release")
+        self.cluster.heap_release(osd)
 
     def osd_pg_count(self, osd: int) -> int | None:
         """From the OSD map (right for a held, down OSD); else, for an up OSD, from `pg dump`."""

@@ -199,7 +199,13 @@ def gather_plan_inputs(target: Target, cluster: CephCluster, pairs: Sequence[tup
     hosts = list({h.name: h for h, _ in pairs}.values())
     ops = host_ops if host_ops is not None else host_ops_for(target)
     prefix = _sandbox_prefix(target)
+    access = getattr(ops, "access", None)  # the host ops' connections serve the meminfo reads too
+
+    def meminfo(t: Target, h: Host) -> MemInfo:
+        return meminfo_reading(t, h, access=access)
+
     host_inputs = tuple(host_input(target, h, [d for hh, d in pairs if hh.name == h.name], host_ops=ops,
-                                   budget=(budgets or {}).get(h.name) or budget or h.memory_budget, prefix=prefix) for h in hosts)
+                                   budget=(budgets or {}).get(h.name) or budget or h.memory_budget, prefix=prefix,
+                                   meminfo=meminfo) for h in hosts)
     return PlanInputs(selection, tuple(OsdInput(d, h.name, pgs[d], targets[d]) for h, d in pairs), host_inputs,
                       startup_cost(history_db, cluster.fsid(), margin))

@@ -33,16 +33,3 @@ def start_need_default(cluster: CephCluster) -> int:
         return start_need_from_target(running_osd_memory_target(cluster))
     except NotMeasured as e:
         raise NotMeasured(f"{e}; pass --start-need SIZE (memory one OSD needs to start)") from None
-
-
-def heap_release(cluster: CephCluster, osds: Sequence[str]) -> tuple[bool, str]:
-    """`ceph tell osd.N heap release` for each OSD: (all released, why not)."""
-    from drills.cluster import ClusterError
-
-    refused = []
-    for d in osds:
-        try:
-            cluster.osd_command(int(d.split(".", 1)[1]), "heap", heapcmd="release")
-        except ClusterError as e:  # Debian's build: "not using tcmalloc!" (glibc malloc has no such command)
-            refused.append(f"{d}: {e}")
-    return not refused, "; ".join(refused)

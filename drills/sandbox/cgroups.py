@@ -7,8 +7,8 @@ exec, so everything they allocate is charged there; when the host's daemons toge
 budget the kernel OOM-kills one of them with SIGKILL, as on a real host.
 
 OOM kills are counted by the kernel per cgroup (v1 ``memory.oom_control`` line ``oom_kill N``, kernel
-4.13+; v2 ``memory.events`` line ``oom_kill N``). `OomWatch` turns rises in that counter, together with
-the daemons whose pid vanished in the same poll, into named kills.
+4.13+; v2 ``memory.events`` line ``oom_kill N``), read as `CgroupMemory.oom_kills`; drills.hostfacts
+is where that counter is read per host and where `OomWatch` turns its rises into named kills.
 
 ``bootstrap.remove_cgroups`` already removes ``ceph-drills-<prefix>`` on ``sandbox down``.
 """
@@ -16,10 +16,8 @@ the daemons whose pid vanished in the same poll, into named kills.
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOT = Path("/sys/fs/cgroup")
@@ -180,89 +178,6 @@ def existing_host_cgroup(prefix: str, host: str) -> HostCgroup | None:
     except CgroupError:
         return None
     return cg if cg.exists() else None
-
-
-# --- OOM kills, named --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OomKill:
-    host: str
-    daemon: str  # "" when the counter rose but no watched daemon vanished (another process was chosen)
-    pid: int
-    t: float  # wall clock when noticed
-    rss_before: int  # last RSS seen before the kill (bytes)
-
-
-PidOf = Callable[[str], "int | None"]
-RssOf = Callable[[int], int]
-
-
-@dataclass
-class OomWatch:
-    """Polls host cgroups: a rise of a cgroup's oom_kill counter plus a watched daemon gone = an OOM kill.
-
-    The sandbox's daemons are daemonised (not our children), so there is no exit status to read; the
-    kernel's counter is what says "killed by the OOM killer" (always SIGKILL), the vanished pid says whom.
-    """
-
-    cgroups: dict[str, HostCgroup]  # host -> its cgroup
-    daemons: dict[str, Sequence[str]]  # host -> daemons to name
-    pid_of: PidOf
-    rss_of: RssOf
-    kills: list[OomKill] = field(default_factory=list)
-    _counts: dict[str, int] = field(default_factory=dict)
-    _pids: dict[str, int] = field(default_factory=dict)
-    _rss: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for host, cg in self.cgroups.items():
-            self._counts[host] = _oom_count(host, cg)
-        self._snapshot()
-
-    def _snapshot(self) -> None:
-        for names in self.daemons.values():
-            for d in names:
-                pid = self.pid_of(d)
-                if pid is not None:
-                    self._pids[d] = pid
-                    try:
-                        self._rss[d] = self.rss_of(pid)
-                    except Exception:  # noqa: BLE001 - gone between the two reads
-                        pass
-                else:
-                    self._pids.pop(d, None)
-
-    def poll(self) -> list[OomKill]:
-        """New kills since the last poll (also appended to ``kills``)."""
-        new: list[OomKill] = []
-        now = time.time()
-        for host, cg in self.cgroups.items():
-            count = _oom_count(host, cg)
-            rose = count - self._counts.get(host, 0)
-            self._counts[host] = count
-            if rose <= 0:
-                continue
-            gone = [d for d in self.daemons.get(host, ()) if d in self._pids and not _alive(self._pids[d], self.pid_of(d))]
-            for i in range(rose):
-                d = gone[i] if i < len(gone) else ""
-                new.append(OomKill(host, d, self._pids.get(d, 0), now, self._rss.get(d, 0)))
-        self._snapshot()
-        self.kills.extend(new)
-        return new
-
-
-def _oom_count(host: str, cg: HostCgroup) -> int:
-    """The cgroup's OOM-kill counter; a kernel without one cannot be watched (raise, never count 0)."""
-    count = cg.read().oom_kills
-    if count is None:
-        raise CgroupError(f"host {host}: memory cgroup {cg.path} has no oom_kill counter (kernel older than 4.13): "
-                          "OOM kills cannot be counted per host")
-    return count
-
-
-def _alive(old_pid: int, current: int | None) -> bool:
-    return current is not None and current == old_pid and os.path.exists(f"/proc/{old_pid}")
 
 
 # --- per-fault cgroups of other controllers (gray faults) --------------------------------

@@ -33,6 +33,7 @@ from typing import Callable, Collection, Protocol, Sequence
 import psutil
 
 from drills.cluster import CephCluster
+from drills.hostaccess import HostAccess
 from drills.target import Host, Target
 from drills.timeline import Timeline
 
@@ -315,9 +316,14 @@ class LocalMemoryReader:
             self._forget(daemon)
 
 
-# Runs a shell command on a host and returns its stdout; raises on failure (connection, non-zero exit).
-# The SSH fault backend provides one: lambda host, cmd: ssh_backend.run(host, cmd).stdout
+# Runs a shell command on a host and returns its stdout; raises when the host cannot be reached.
+# `access_command(host_access)` is the one the plugin uses.
 HostCommand = Callable[[Host, str], str]
+
+
+def access_command(access: HostAccess) -> HostCommand:
+    """A HostCommand over drills.hostaccess (the exit status is the probe's own business: check=False)."""
+    return lambda host, command: access.run(host, command, check=False).stdout
 
 
 def remote_memory_probe(with_rollup: bool = True) -> str:
@@ -480,9 +486,13 @@ class MemorySampler(Sampler):
 
 def default_samplers(timeline: Timeline, target: Target, cluster: CephCluster, interval: float = 1.0,
                      host_command: HostCommand | None = None,
-                     rollup_interval: float = DEFAULT_ROLLUP_INTERVAL) -> list[Sampler]:
+                     rollup_interval: float = DEFAULT_ROLLUP_INTERVAL,
+                     host_access: HostAccess | None = None) -> list[Sampler]:
     """The cluster sampler, and a memory sampler: local pids for the sandbox, otherwise over
-    `host_command` (e.g. the SSH backend's run) when one is given."""
+    `host_command` when one is given, else through `host_access` (the run's HostAccess) when the target
+    has ssh hosts."""
+    if host_command is None and host_access is not None and any(h.access.kind == "ssh" for h in target.hosts):
+        host_command = access_command(host_access)
     samplers: list[Sampler] = [ClusterSampler(timeline, cluster, interval)]
     if target.cluster.deployment == "sandbox":
         samplers.append(MemorySampler(timeline, target, sandbox_pid_lookup(target), interval,

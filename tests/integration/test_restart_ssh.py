@@ -21,7 +21,8 @@ from emulators.sshd import Sshd  # noqa: E402
 
 from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.cli import EXIT_ERROR, main  # noqa: E402
-from drills.restart.hostops import SshHostOps, host_ops_for, machine_oom_kills  # noqa: E402
+from drills.hostfacts import machine_oom_kills  # noqa: E402
+from drills.restart.hostops import SshHostOps, host_ops_for  # noqa: E402
 from drills.target import Access, Host, Network, Rack, Target, dump_target  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from drills.hostfacts import VMSTAT_OOM_COMMAND, oom_kill_readings, oom_kills_between, oom_kills_by_host, parse_vmstat_oom
+from drills.hostfacts import (VMSTAT_OOM_COMMAND, HostCount, NotCounted, OomWatch, counted, machine_oom_kills, oom_kill_readings,
+                              oom_kills_between, oom_kills_by_host, parse_vmstat_file, parse_vmstat_oom)
 from drills.preflight.checks import FAIL, NotMeasured, run_preflight, running_osd_memory_target
-from drills.sandbox.cgroups import CgroupError, CgroupMemory, HostCgroup, OomWatch
+from drills.sandbox.cgroups import CgroupMemory, HostCgroup
 from drills.target import Access, Cluster, Host, Rack, Target
 
 
@@ -81,6 +82,35 @@ def test_a_local_host_outside_a_sandbox_is_not_measured():
     assert r.value is None and "outside a sandbox" in r.why
 
 
+def test_this_machines_counter_and_a_reading_that_must_be_counted(tmp_path):
+    assert parse_vmstat_file("pgfault 12\noom_kill 7\nfoo 1\n") == 7
+    assert parse_vmstat_file("pgfault 12\n") is None  # a kernel before 4.13
+    vmstat = tmp_path / "vmstat"
+    vmstat.write_text("oom_kill 3\n")
+    assert machine_oom_kills(str(vmstat)) == 3
+    assert machine_oom_kills(str(tmp_path / "missing")) is None  # not measured, never 0
+    assert counted(HostCount("a", 0, "ssh /proc/vmstat")) == 0
+    with pytest.raises(NotCounted, match="host b: OOM kills cannot be counted: unreachable"):
+        counted(HostCount("b", None, "", "unreachable"))
+
+
+def test_an_ssh_host_is_read_through_the_given_host_access():
+    from drills.hostaccess import CommandResult
+
+    class Access:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def run(self, host: Host, command: str, **kw: Any) -> CommandResult:
+            self.calls.append((host.name, command))
+            return CommandResult(0, "5\n", "")
+
+    access = Access()
+    t = target(ssh_host("a"))
+    assert oom_kills_by_host(t, access=access) == {"a": 5}
+    assert access.calls == [("a", VMSTAT_OOM_COMMAND)]
+
+
 def test_kills_between_two_readings():
     assert oom_kills_between({"a": 1, "b": None, "c": 5, "d": 0}, {"a": 3, "b": 2, "c": 1}) == {"a": 2, "b": None, "c": None, "d": None}
 
@@ -95,7 +125,7 @@ def test_cgroup_without_an_oom_counter_reads_none_and_cannot_be_watched(tmp_path
     (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\n")  # a kernel before 4.13
     m = cg.read()
     assert m.oom_kills is None and m.peak == 200
-    with pytest.raises(CgroupError, match="no oom_kill counter"):
+    with pytest.raises(NotCounted, match="host h: OOM kills cannot be counted: .*no oom_kill counter"):
         OomWatch({"h": cg}, {"h": []}, pid_of=lambda d: None, rss_of=lambda p: 0)
     (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 4\n")
     assert cg.read().oom_kills == 4

@@ -252,3 +252,25 @@ def test_without_pg_counts_the_flat_learned_need_decides():
     hosts = FakeHosts(1100 * MiB, {"osd.0": 500 * MiB, "osd.1": 700 * MiB}, settle_to={"osd.0": 100 * MiB})
     result, _ = run(hosts, need=100 * MiB, budget=1100 * MiB)
     assert hosts.log[:2] == ["start osd.0", "start osd.1"] and hosts.ooms == 1 and not result.ok
+
+
+def test_heap_release_is_one_ceph_command_on_the_cluster():
+    from drills.cluster import CephCluster, ClusterError
+    from drills.restart.hostops import CephClusterOps
+
+    sent: list[tuple[int, str, dict]] = []
+
+    class Cluster(CephCluster):
+        def osd_command(self, osd_id, prefix, **args):
+            sent.append((osd_id, prefix, args))
+            if osd_id == 2:
+                raise ClusterError("osd.2 command 'heap' failed (-22): not using tcmalloc!")
+            return ""
+
+    c = Cluster(target())
+    CephClusterOps(c).heap_release(1)  # the controlled start's
+    assert sent == [(1, "heap", {"heapcmd": "release"})]
+    ok, why = c.release_heaps(["osd.0", "osd.2"])  # the drills'
+    assert not ok and why == "osd.2: osd.2 command 'heap' failed (-22): not using tcmalloc!"
+    assert [s[0] for s in sent] == [1, 0, 2]
+    assert c.release_heaps(["osd.0"]) == (True, "")

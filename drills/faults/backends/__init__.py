@@ -4,13 +4,16 @@ Each module in this package declares
 
     HANDLES: dict[str, tuple[str, ...]]   # role -> the target kinds it serves, e.g.
                                           # {"power": ("ipmi",)} or {"daemons": ("ssh",)}
-    def make_backend(target: Target) -> HostBackend
+    def make_backend(target: Target, host_access: HostAccess | None = None) -> HostBackend
 
 and the registry finds it by those kinds.  A host's three roles are routed
 separately: ``power`` by ``host.power.kind``, ``daemons`` by ``host.access.kind``,
 ``network`` by ``host.network.kind`` - except ``nft``, which means "run nft
 through the host's access backend" (SSH on a real host).  Kind ``none`` means
 the target offers no such control: a fault needing it is refused at probe time.
+
+``host_access`` is the run's one drills.hostaccess.HostAccess (None: the backend
+makes its own); a backend that runs commands on hosts goes through it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from drills.faults.errors import BackendUnavailable, Unsupported
 
 from drills.faults.interface import HostBackend, ROLES, UnsupportedOps
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
+from drills.hostaccess import HostAccess
 from drills.target import Host, Target
 
 
@@ -64,6 +68,7 @@ class BackendRegistry:
     """Resolves a host to a HostBackend; one backend instance per module per target."""
 
     target: Target
+    host_access: HostAccess | None = None  # shared by every backend that runs commands on hosts
     _instances: dict[str, HostBackend] = field(default_factory=dict)
     _modules: list[ModuleType] | None = None
 
@@ -84,7 +89,7 @@ class BackendRegistry:
             role, kind = "daemons", host.access.kind  # nft rules go in over the access channel
         m = self.module_for(role, kind)
         if m.__name__ not in self._instances:
-            self._instances[m.__name__] = m.make_backend(self.target)
+            self._instances[m.__name__] = m.make_backend(self.target, self.host_access)
         return self._instances[m.__name__]
 
     def for_host(self, host: Host) -> HostBackend:

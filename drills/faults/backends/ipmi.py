@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from drills.faults.errors import BackendUnavailable, FaultError
 
 from drills.faults.interface import UnsupportedOps, wait_for_power_state
+from drills.hostaccess import HostAccess
 from drills.target import Host, Target, TargetError, read_secret
 
 HANDLES = {"power": ("ipmi",)}
@@ -109,5 +110,5 @@ class IpmiBackend(UnsupportedOps):
         self._wait_for(host, "on")
 
 
-def make_backend(target: Target) -> IpmiBackend:
+def make_backend(target: Target, host_access: HostAccess | None = None) -> IpmiBackend:  # host_access: the BMC is not a host
     return IpmiBackend()

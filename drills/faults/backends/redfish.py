@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from drills.faults.errors import BackendUnavailable, FaultError
 
 from drills.faults.interface import UnsupportedOps, wait_for_power_state
+from drills.hostaccess import HostAccess
 from drills.target import Host, Target, TargetError, read_secret
 
 HANDLES = {"power": ("redfish",)}
@@ -117,5 +118,5 @@ class RedfishBackend(UnsupportedOps):
         self._wait_for(host, "on")
 
 
-def make_backend(target: Target) -> RedfishBackend:
+def make_backend(target: Target, host_access: HostAccess | None = None) -> RedfishBackend:  # host_access: the BMC is not a host
     return RedfishBackend()

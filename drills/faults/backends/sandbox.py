@@ -17,13 +17,13 @@ limited); CPU starvation does the same with a ``cpu`` cgroup's CFS quota; a slow
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 from typing import Sequence
 
 from drills.faults import nft, throttle
 from drills.faults.errors import BackendUnavailable, FaultError, Unsupported
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
+from drills.hostaccess import CommandResult, HostAccess, HostAccessError
 from drills.sandbox import host as hostctl
 from drills.sandbox.bootstrap import spec_of_target
 from drills.sandbox.cgroups import CgroupError, ProcessCgroup, block_device_of, existing_host_cgroup
@@ -36,8 +36,9 @@ POWER_TAG = "power"
 
 
 class SandboxBackend:
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, access: HostAccess | None = None):
         self.target = target
+        self.access = access if access is not None else HostAccess(target)  # local hosts: no connection to close
         try:
             self.spec: SandboxSpec = spec_of_target(target)
         except SandboxError as e:
@@ -49,15 +50,23 @@ class SandboxBackend:
             raise BackendUnavailable(host.name, "access.netns is empty: not a sandbox host")
         return host.access.netns
 
+    def _in_ns(self, host: Host, command: str, input: str | None = None) -> CommandResult:
+        """A command inside the host's namespace (drills.hostaccess runs it through ``ip netns exec``)."""
+        self._ns(host)
+        try:
+            return self.access.run(host, command, check=False, timeout=30, input=input)
+        except HostAccessError as e:
+            raise FaultError(str(e)) from None
+
     def _nft(self, host: Host, ruleset: str) -> None:
-        p = subprocess.run(["ip", "netns", "exec", self._ns(host), "nft", "-f", "-"], input=ruleset, capture_output=True, text=True, timeout=30)
-        if p.returncode != 0:
-            raise FaultError(f"host {host.name}: nft failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+        p = self._in_ns(host, "nft -f -", input=ruleset)
+        if p.rc != 0:
+            raise FaultError(f"host {host.name}: nft failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.rc}")
 
     def tables(self, host: Host) -> list[str]:
         """The drills_ nft tables now in the host's namespace."""
-        p = subprocess.run(["ip", "netns", "exec", self._ns(host), "nft", "list", "tables"], capture_output=True, text=True, timeout=30)
-        return nft.list_drill_tables(p.stdout) if p.returncode == 0 else []
+        p = self._in_ns(host, "nft list tables")
+        return nft.list_drill_tables(p.stdout) if p.rc == 0 else []
 
     def _sandbox_host(self, host: Host):
         try:
@@ -166,10 +175,10 @@ class SandboxBackend:
         self._release(host, daemon, "cpu", tag)
 
     def _sh_in_ns(self, host: Host, script: str) -> None:
-        p = subprocess.run(["ip", "netns", "exec", self._ns(host), "sh", "-c", script], capture_output=True, text=True, timeout=30)
-        if p.returncode != 0:
+        p = self._in_ns(host, script)
+        if p.rc != 0:
             err = p.stderr.strip().splitlines()
-            raise FaultError(f"host {host.name}: tc failed: {err[-1] if err else p.returncode}")
+            raise FaultError(f"host {host.name}: tc failed: {err[-1] if err else p.rc}")
 
     def limit_link(self, host: Host, limit: LinkLimit, tag: str) -> None:
         self._sh_in_ns(host, throttle.link_limit_script(tag, limit, address=host.address, interfaces=host.network.interfaces))
@@ -178,5 +187,5 @@ class SandboxBackend:
         self._sh_in_ns(host, throttle.link_unlimit_script(tag, address=host.address, interfaces=host.network.interfaces))
 
 
-def make_backend(target: Target) -> SandboxBackend:
-    return SandboxBackend(target)
+def make_backend(target: Target, host_access: HostAccess | None = None) -> SandboxBackend:
+    return SandboxBackend(target, host_access)

@@ -17,11 +17,10 @@ symlink resolved to its device) or ``CPUQuota=5%``; the heal sets the same prope
 ``--runtime`` keeps them in /run, so a reboot clears them too. A slow link runs the ``tc`` script
 of drills.faults.throttle.
 
-We open the paramiko connection ourselves and hand it to testinfra (its
-``client`` is a cached property): testinfra accepts unknown host keys with a
-warning and reports connect errors raw; here host keys are checked against
-~/.ssh/known_hosts when ``strict_host_keys`` is on, and every connect error
-names the host and the reason.
+Commands run through drills.hostaccess (one paramiko connection per host, shared with preflight,
+the samplers and the controlled restart when the session passes its HostAccess): host keys are
+checked against ~/.ssh/known_hosts when ``strict_host_keys`` is on, and every connect error names
+the host and the reason (here a BackendUnavailable).
 """
 
 from __future__ import annotations
@@ -29,14 +28,14 @@ from __future__ import annotations
 import base64
 import shlex
 import signal as signal_mod
-import socket
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from drills.faults import nft, throttle
 from drills.faults.errors import BackendUnavailable, FaultError, Unsupported
 from drills.faults.interface import ROLES, UnsupportedOps
 from drills.faults.throttle import CpuLimit, DiskLimit, LinkLimit
+from drills.hostaccess import CommandResult, HostAccess, HostAccessError, HostUnreachable
 from drills.target import Host, Target
 
 HANDLES = {"daemons": ("ssh",)}
@@ -65,77 +64,36 @@ def _signame(sig: int) -> str:
 
 @dataclass
 class SshBackend(UnsupportedOps):
+    """Faults on ssh hosts. Commands go through ``access`` (drills.hostaccess): the session's shared one
+    when given (its owner closes it), else one of its own made with ``connect_timeout_s`` and
+    ``strict_host_keys`` (closed by ``close()``)."""
+
     target: Target
     connect_timeout_s: float = 10.0
     strict_host_keys: bool = False  # True: unknown host keys are refused (RejectPolicy + known_hosts)
-    _conns: dict[str, Any] = field(default_factory=dict)
+    access: HostAccess | None = None
+    _owns_access: bool = field(default=False, init=False, repr=False)
     kind = "ssh"
 
-    # -- connection --
-    def _connect(self, host: Host) -> Any:
-        import paramiko
-        import testinfra.backend
+    def __post_init__(self) -> None:
+        if self.access is None:
+            self.access = HostAccess(self.target, connect_timeout_s=self.connect_timeout_s, strict_host_keys=self.strict_host_keys)
+            self._owns_access = True
 
-        a = host.access
-        where = f"SSH {a.user}@{a.host}:{a.port}"
-        client = paramiko.SSHClient()
-        if self.strict_host_keys:
-            client.load_system_host_keys()
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        else:
-            client.set_missing_host_key_policy(paramiko.WarningPolicy())
+    def run(self, host: Host, command: str, *, check: bool = True) -> CommandResult:
+        """Run a shell command on the host; raise FaultError with its stderr if it fails
+        (BackendUnavailable when the host cannot be reached)."""
+        assert self.access is not None
         try:
-            client.connect(
-                a.host,
-                port=a.port,
-                username=a.user,
-                key_filename=a.identity_file or None,
-                timeout=self.connect_timeout_s,
-                banner_timeout=self.connect_timeout_s,
-                auth_timeout=self.connect_timeout_s,
-                look_for_keys=not a.identity_file,
-                allow_agent=not a.identity_file,
-            )
-        except paramiko.ssh_exception.NoValidConnectionsError:
-            raise BackendUnavailable(host.name, f"{where}: connection refused or unreachable (is sshd listening on port {a.port}?)") from None
-        except paramiko.AuthenticationException:
-            raise BackendUnavailable(host.name, f"{where}: key rejected (authentication failed; identity_file {a.identity_file or 'default'})") from None
-        except paramiko.BadHostKeyException:
-            raise BackendUnavailable(host.name, f"{where}: host key does not match known_hosts (possible impersonation)") from None
-        except paramiko.SSHException as e:
-            raise BackendUnavailable(host.name, f"{where}: {e}") from None
-        except (socket.timeout, TimeoutError):
-            raise BackendUnavailable(host.name, f"{where}: no answer within {self.connect_timeout_s:.0f}s (unreachable)") from None
-        except OSError as e:  # refused, no route, bad key file
-            raise BackendUnavailable(host.name, f"{where}: {e.strerror or e}") from None
-        backend = testinfra.backend.get_backend(f"paramiko://{a.user}@{a.host}:{a.port}", sudo=a.sudo)
-        backend.client = client  # testinfra runs commands (and sudo-wraps them) over our connection
-        return backend
-
-    def _backend(self, host: Host) -> Any:
-        if host.name not in self._conns:
-            self._conns[host.name] = self._connect(host)
-        return self._conns[host.name]
-
-    def run(self, host: Host, command: str, *, check: bool = True) -> Any:
-        """Run a shell command on the host; raise FaultError with its stderr if it fails."""
-        import paramiko
-
-        try:
-            result = self._backend(host).run(command)
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            self._conns.pop(host.name, None)  # reconnect next time (the host may have rebooted)
-            raise FaultError(f"host {host.name}: SSH command failed ({e.__class__.__name__}: {e})") from None
-        if check and result.rc != 0:
-            raise FaultError(f"host {host.name}: `{command}` exited {result.rc}: {result.stderr.strip()[:300]}")
-        return result
+            return self.access.run(host, command, check=check)
+        except HostUnreachable as e:
+            raise BackendUnavailable(e.host, e.reason) from None
+        except HostAccessError as e:
+            raise FaultError(str(e)) from None
 
     def close(self) -> None:
-        for b in self._conns.values():
-            client = b.__dict__.get("client")
-            if client is not None:
-                client.close()
-        self._conns.clear()
+        if self._owns_access and self.access is not None:
+            self.access.close()
 
     # -- HostBackend --
     def probe(self, host: Host, role: str) -> None:
@@ -223,5 +181,5 @@ class SshBackend(UnsupportedOps):
         self.run_script(host, throttle.link_unlimit_script(tag, address=host.address, interfaces=host.network.interfaces))
 
 
-def make_backend(target: Target) -> SshBackend:
-    return SshBackend(target)
+def make_backend(target: Target, host_access: HostAccess | None = None) -> SshBackend:
+    return SshBackend(target, access=host_access)

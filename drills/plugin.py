@@ -411,9 +411,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = yield
     config = item.config
     drill = getattr(getattr(item, "module", None), "DRILL", None)
+    run_dir = config.stash.get(RUN_DIR_KEY, None)
+    if drill is None and run_dir is None:
+        return rep  # not a drill, not a drill run: another project's test (or ours), left as pytest made it
     kind = _classify(call.excinfo)
     recorder = item.stash.get(RECORDER_KEY, None)
-    run_dir = config.stash.get(RUN_DIR_KEY, None)
     exc = call.excinfo.value if call.excinfo is not None else None
     if isinstance(exc, DrillSignal) and exc.signum in _STOP_SIGNALS:
         _stop_run(item.session, exc.signum)

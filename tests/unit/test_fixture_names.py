@@ -38,3 +38,15 @@ def test_same(preflight_gate, drill_preflight_gate):
     assert preflight_gate is drill_preflight_gate
 """)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q").assert_outcomes(passed=1)
+
+
+def test_another_projects_failing_test_keeps_its_traceback(pytester: pytest.Pytester) -> None:
+    # the plugin rewrites failures of drills only; any other test fails as pytest reports it
+    pytester.makepyfile(test_plain="""
+def test_boom():
+    raise RuntimeError("boom")
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert 'raise RuntimeError("boom")' in out and "harness error" not in out, out

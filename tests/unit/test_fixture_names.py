@@ -34,8 +34,8 @@ def test_an_alias_is_the_same_object_as_the_prefixed_fixture(pytester: pytest.Py
     pytester.makepyfile(test_alias="""
 pytest_plugins = ["drills.fixture_aliases"]
 
-def test_same(preflight_gate, drill_preflight_gate):
-    assert preflight_gate is drill_preflight_gate
+def test_same(thresholds, drill_thresholds):
+    assert thresholds is drill_thresholds
 """)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q").assert_outcomes(passed=1)
 

@@ -86,7 +86,7 @@ def test_gate_blocks_and_can_be_overridden(monkeypatch):
     gate = PreflightGate()
     import drills.preflight.gate as g
 
-    monkeypatch.setattr(g, "preflight", lambda t: run_preflight(t, runner(swap_kb=0), GiB))
+    monkeypatch.setattr(g, "preflight", lambda t, **kw: run_preflight(t, runner(swap_kb=0), GiB))
     monkeypatch.delenv("DRILLS_SKIP_PREFLIGHT", raising=False)
     with pytest.raises(PreflightFailed, match="swap"):
         gate.require(target())

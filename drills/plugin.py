@@ -31,17 +31,19 @@ from drills.faults.guard import GuardRefused
 from drills.invariants import evidence_for
 from drills.report.results import DrillResult, drill_results_path, write_drill_result
 from drills.verdict import INTERRUPTED_FILE, REFUSED_FILE, OutcomeLog, RunVerdict, TestOutcome, run_verdict, write_test_outcomes
-from drills.faults.session import FaultSession, heal_pending
-from drills.faults.guard import guard_from_cluster
+from drills.faults.session import heal_pending
 from drills.faults.ledger import FaultLedger
 from drills.hostaccess import HostAccess
-from drills.preflight.gate import PreflightFailed, PreflightGate
 from drills.runconfig import new_run_id
 from drills.sandbox.spec import default_target_path
 from drills.target import Target, TargetError, load_target
-from drills.telemetry.samplers import Sampler, default_samplers
+from drills.telemetry.samplers import Sampler
 from drills.thresholds import Thresholds, ThresholdsError, load_thresholds
 from drills.timeline import Timeline
+
+# Each room's fixtures live with the room; the core ones (target, cluster, run directory, timeline,
+# thresholds, the drill's recorder, its image) are below.
+pytest_plugins = ["drills.telemetry.fixtures", "drills.preflight.fixtures", "drills.faults.fixtures"]
 
 RUN_DIR_KEY = pytest.StashKey[Path]()
 OUTCOMES_KEY = pytest.StashKey["OutcomeLog"]()
@@ -198,19 +200,6 @@ def drill_host_access(drill_target: Target) -> Iterator[HostAccess]:
         yield access
 
 
-@pytest.fixture(scope="session")
-def drill_samplers(drill_timeline: Timeline, drill_target: Target, drill_cluster: CephCluster,
-                   drill_host_access: HostAccess) -> Iterator[list[Sampler]]:
-    """1 Hz cluster and memory samplers running for the whole session (daemon memory on ssh hosts is
-    read through the session's host access)."""
-    running = [s.start() for s in default_samplers(drill_timeline, drill_target, drill_cluster, host_access=drill_host_access)]
-    try:
-        yield running
-    finally:
-        for s in running:
-            s.stop()
-
-
 @pytest.fixture
 def drill(request: pytest.FixtureRequest, drill_timeline: Timeline, drill_thresholds: Thresholds, drill_run_dir: Path,
           drill_samplers: list[Sampler]) -> Iterator[DrillRecorder]:
@@ -228,25 +217,6 @@ def drill(request: pytest.FixtureRequest, drill_timeline: Timeline, drill_thresh
         yield recorder
     finally:
         recorder.evidence.close()  # a drill that never judged itself still unsubscribes from the log
-
-
-@pytest.fixture(scope="session")
-def drill_preflight_gate(drill_host_access: HostAccess) -> PreflightGate:
-    """Preflight once per target per session (swap, memory per OSD, daemons, clock, MTU)."""
-    return PreflightGate(access=drill_host_access)
-
-
-@pytest.fixture
-def drill_faults(drill_target: Target, drill_cluster: CephCluster, drill_timeline: Timeline, drill_run_dir: Path,
-                 drill_preflight_gate: PreflightGate, drill_host_access: HostAccess) -> Iterator[FaultSession]:
-    """A fault session for one test: preflighted, guarded, ledgered, healed at the end whatever happens."""
-    try:
-        drill_preflight_gate.require(drill_target)  # a failed preflight blocks destructive drills (override: DRILLS_SKIP_PREFLIGHT=1)
-    except PreflightFailed as e:
-        pytest.fail(str(e), pytrace=False)
-    with FaultSession(drill_target, guard=guard_from_cluster(drill_target, drill_cluster), timeline=drill_timeline,
-                      run_id=drill_run_dir.name, host_access=drill_host_access) as s:
-        yield s
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ class PreflightGate:
             return None
         key = target.path or target.cluster.fsid
         if key not in self.reports:
-            self.reports[key] = preflight(target, access=self.access if self.access is not None and self.access.target == target else None)
+            shared = self.access is not None and self.access.target == target
+            self.reports[key] = preflight(target, access=self.access) if shared else preflight(target)
         report = self.reports[key]
         if not report.ok:
             lines = "\n  ".join(f"{c.host}: {c.check}: {c.detail}" for c in report.failures)

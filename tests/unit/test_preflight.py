@@ -92,3 +92,17 @@ def test_gate_blocks_and_can_be_overridden(monkeypatch):
         gate.require(target())
     monkeypatch.setenv("DRILLS_SKIP_PREFLIGHT", "1")
     assert gate.require(target()) is None
+
+
+def test_the_gate_hands_its_host_access_to_preflight_for_its_own_target(monkeypatch):
+    import drills.preflight.gate as g
+    from drills.hostaccess import HostAccess
+
+    seen: list = []
+    monkeypatch.setattr(g, "preflight", lambda t, access=None: seen.append(access) or run_preflight(t, runner(), GiB))
+    monkeypatch.delenv("DRILLS_SKIP_PREFLIGHT", raising=False)
+    t = target()
+    access = HostAccess(t)
+    PreflightGate(access=access).require(t)
+    PreflightGate(access=HostAccess(target("local"))).require(t)  # another target's: not used
+    assert seen == [access, None]

@@ -204,8 +204,9 @@ def test_standalone_run_writes_per_second_rate_and_p99(tmp_path: Path, fake_s3: 
 def test_failed_requests_are_counted_as_errors(tmp_path: Path, fake_s3: tuple) -> None:
     endpoint, handler = fake_s3
     handler.fail_gets = True
+    # 8 s, not 4: on a loaded machine locust can spend the first seconds starting, and no GET is counted
     tl = Timeline(tmp_path / "run")
-    result = run_s3(_workload(mix={"put": 1, "get": 3}), endpoint, tl, workdir=tmp_path / "work")
+    result = run_s3(_workload(mix={"put": 1, "get": 3}, runtime_s=8), endpoint, tl, workdir=tmp_path / "work")
     tl.close()
     assert result.totals["get"].errors > 10 and result.totals["get"].ok == 0
     assert result.totals["get"].lat_p99_ms is None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from drills.faults.fault import Fault
-from drills.faults.gray import Flapping, SlowDisk, SlowLink
+from drills.faults.gray import Flapping, ReadErrors, SlowDisk, SlowLink
 from drills.faults.kinds import DaemonHang, DaemonKill, NetworkPartition, PowerCut, RackPowerCut
 from drills.faults.throttle import KiB, DiskLimit, LinkLimit
 from drills.target import Target
@@ -85,6 +85,9 @@ def _osd_first_rack(t: Target) -> str:
 SLOW_OSD_LIMIT = DiskLimit(write_bps=4 * KiB)
 SLOW_LINK_LIMIT = LinkLimit(2_000_000)  # 2 Mbit/s each way: below the host's replication traffic at full speed
 FLAP_DOWN_S, FLAP_UP_S = 5.0, 10.0
+# Objects marked with a read error per run: each read of one costs its OSD a repaired read, and Pacific keeps that
+# count until the OSD restarts (OSD_TOO_MANY_REPAIRS above mon_osd_warn_num_repaired, 10): three runs stay under it.
+EIO_OBJECTS = 3
 
 
 def _flap_duration() -> float:
@@ -138,6 +141,13 @@ RUNBOOK_DRILLS: tuple[RunbookDrill, ...] = (
                  "the last host of the first rack (r1h2 on the default sandbox); DRILL_HOST",
                  lambda t: Flapping(t, _host(t), down_s=FLAP_DOWN_S, up_s=FLAP_UP_S, duration_s=_flap_duration()),
                  ("nightly", "full"), GRAY),
+    RunbookDrill("eio_read",
+                 f"reads of {EIO_OBJECTS} objects whose primary is one OSD fail on that OSD with EIO (BlueStore's "
+                 "read-error injection, a bad sector): the primary should read them from a replica and rewrite its "
+                 "own copy, so the client reads succeed and the OSD stays up.",
+                 "the first OSD of the first rack's last host (osd.1 on the default sandbox); DRILL_OSD",
+                 lambda t: ReadErrors(t, _osd_first_rack(t), pool=t.cluster.rados_pool, objects=EIO_OBJECTS),
+                 ("nightly", "full"), GRAY),
 )
 BY_NAME = {d.name: d for d in RUNBOOK_DRILLS}
 
@@ -154,10 +164,10 @@ SUITES: dict[str, list[str]] = {
     "smoke": [SMOKE, *_runbook("smoke", "rack_power_cut"), RESTORE],
     "nightly": [SMOKE, *_runbook("nightly", "rack_power_cut"), CONTROLLED_RESTART,
                 *_runbook("nightly", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
-                *_runbook("nightly", "slow_osd", "slow_link", "flapping_host"), RESTORE],
+                *_runbook("nightly", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE],
     "full": [SMOKE, *_runbook("full", "rack_power_cut"), CONTROLLED_RESTART,
              *_runbook("full", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
-             *_runbook("full", "slow_osd", "slow_link", "flapping_host"), RESTORE, OOM_CHAIN],
+             *_runbook("full", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE, OOM_CHAIN],
 }
 
 

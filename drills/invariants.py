@@ -123,7 +123,7 @@ class DrillEvidence:
         return out
 
     def _cluster_log(self) -> Check:
-        from drills.telemetry.clusterlog import unexpected
+        from drills.telemetry.clusterlog import excused, unexpected
 
         name = "unexpected_log_entries_max"
         if self.log_watch is None:
@@ -139,6 +139,9 @@ class DrillEvidence:
         raised = ", ".join(sorted(reading.raised))
         detail = (f"unexpected: {'; '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                   if bad else f"{len(reading.entries)} entries; health checks raised: {raised or 'none'}, all allowed")
+        own = excused(reading, self.expected_errors)
+        if own:
+            detail += f"; {own} [ERR] line(s) the fault names as its own"
         return invariant(name, len(bad), detail)
 
     def _crashes(self) -> Check:

@@ -550,7 +550,7 @@ class ReadErrors(Fault):
         pool = next((p for p in c.pools() if p.get("pool_name") == self.pool), None)
         if pool is None:
             raise FaultError(f"pool {self.pool!r} does not exist; set cluster.rados_pool in the target file")
-        if pool.get("erasure_code_profile") or pool.get("type") == 3:
+        if pool.get("type") == 3:  # pg_pool_t::TYPE_ERASURE
             raise FaultError(f"pool {self.pool} is erasure-coded; read errors need a replicated pool (repair on read "
                              "from replicas is replicated-only): set cluster.rados_pool to one")
         self.config_before = _config_db_value(c.mon_command("config dump"), self.daemon, READ_ERR_OPTION)

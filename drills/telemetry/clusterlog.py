@@ -210,6 +210,13 @@ def unexpected(reading: ClusterLogReading, allow: set[str] | frozenset[str],
     return out
 
 
+def excused(reading: ClusterLogReading, expected_errors: Iterable[str]) -> int:
+    """How many [ERR] lines of the reading the fault's ``expected_errors`` account for (said in the verdict)."""
+    patterns = [re.compile(x) for x in expected_errors]
+    return sum(1 for e in reading.entries
+               if e.level == "ERR" and e.health is None and any(x.search(e.message) for x in patterns))
+
+
 def _hms(t: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 10)}Z"
 

@@ -32,7 +32,7 @@ from drills.faults.gray import (  # noqa: E402
 from drills.faults.guard import FaultGuard, PoolSpec  # noqa: E402
 from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.faults.session import FaultSession, fault_from_record, fault_type, heal_pending  # noqa: E402
-from drills.telemetry.clusterlog import ClusterLogReading, LogEntry, unexpected  # noqa: E402
+from drills.telemetry.clusterlog import ClusterLogReading, LogEntry, excused, unexpected  # noqa: E402
 
 POOL = "drills"
 
@@ -77,7 +77,7 @@ class FakeCluster:
     erasure: bool = False
 
     def pools(self) -> list[dict[str, Any]]:
-        return [{"pool_name": POOL, "type": 3 if self.erasure else 1, "erasure_code_profile": "ec" if self.erasure else ""}]
+        return [{"pool_name": POOL, "type": 3 if self.erasure else 1}]
 
     def primary(self, name: str) -> int:
         return zlib.crc32(name.encode()) % 6
@@ -333,6 +333,7 @@ def test_expected_log_errors_excuse_only_the_faults_own_objects(target, fake):
     reading = ClusterLogReading(start=0.0, end=2.0, entries=(mine, other, scrub))
     out = unexpected(reading, set(), f.expected_log_errors())
     assert len(out) == 2 and "someone-else" in out[0] and "candidate had a read error" in out[1]
+    assert excused(reading, f.expected_log_errors()) == 1 and excused(reading, []) == 0
     assert all(re.compile(x) for x in f.expected_log_errors())
 
 

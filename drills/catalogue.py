@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from drills.faults.fault import Fault
-from drills.faults.gray import Flapping, SlowDisk, SlowLink
+from drills.faults.gray import Flapping, ReadErrors, SlowDisk, SlowLink
 from drills.faults.kinds import DaemonHang, DaemonKill, NetworkPartition, PowerCut, RackPowerCut
 from drills.faults.throttle import KiB, DiskLimit, LinkLimit
 from drills.target import Target
@@ -36,6 +36,9 @@ class RunbookDrill:
     make_fault: Callable[[Target], Fault]
     suites: tuple[str, ...]
     runbook: str = FAIL_STOP  # FAIL_STOP (drills/scenario.py) or GRAY (drills/gray_runbook.py)
+    # after(drill, cluster, target, faults): runs once the drill is judged (also when it stopped early), outside
+    # its judged window, to leave the cluster ready for the next run of the same drill
+    after: Callable[[Any, Any, Target, Any], None] | None = None
 
     def __post_init__(self) -> None:
         if self.runbook not in RUNBOOKS:
@@ -85,6 +88,39 @@ def _osd_first_rack(t: Target) -> str:
 SLOW_OSD_LIMIT = DiskLimit(write_bps=4 * KiB)
 SLOW_LINK_LIMIT = LinkLimit(2_000_000)  # 2 Mbit/s each way: below the host's replication traffic at full speed
 FLAP_DOWN_S, FLAP_UP_S = 5.0, 10.0
+# Objects marked with a read error per run: each read of one costs its OSD a repaired read, and Pacific keeps that
+# count until the OSD restarts (OSD_TOO_MANY_REPAIRS above mon_osd_warn_num_repaired, 10): three runs stay under it.
+EIO_OBJECTS = 3
+
+
+def keep_repair_allowance(drill: Any, cluster: Any, target: Target, faults: Any, osd: str) -> bool:
+    """After eio_read, outside its judged window: when the OSD's repaired-read count leaves no room below
+    mon_osd_warn_num_repaired for two more runs' marked objects (the mgr's count can lag one run), restart
+    the OSD (a ledgered stop and start) to reset it, so that a later run is not failed by an
+    OSD_TOO_MANY_REPAIRS the harness itself caused. True when it restarted the OSD."""
+    from drills.cluster import ClusterError
+    from drills.faults.gray import DEFAULT_WARN_REPAIRS, WARN_REPAIRS_OPTION, shards_repaired
+    from drills.faults.kinds import DaemonStop
+
+    osd_id = int(osd.split(".", 1)[1])
+    try:
+        count = shards_repaired(cluster.mgr_command("pg dump", dumpcontents=["osds"]), osd_id)
+    except ClusterError as e:
+        drill.event("note", f"{osd}'s repaired-read count could not be read ({e}); not reset")
+        return False
+    try:
+        warn = int(float(cluster.config_get("mgr", WARN_REPAIRS_OPTION)))
+    except (ClusterError, ValueError):
+        warn = DEFAULT_WARN_REPAIRS
+    if count is None or count + 2 * EIO_OBJECTS <= warn:
+        return False
+    drill.event("note", f"{osd} has repaired {count} reads since it started; two more runs would pass "
+                        f"{WARN_REPAIRS_OPTION} ({warn}) and raise OSD_TOO_MANY_REPAIRS: restarted it after the drill "
+                        "to reset the count", osd=osd, repaired=count)
+    faults.heal(faults.inject(DaemonStop(target, osd)))
+    cluster.wait_for_osds(up={osd_id}, timeout=120)
+    cluster.wait_for_clean(timeout=300)
+    return True
 
 
 def _flap_duration() -> float:
@@ -138,6 +174,13 @@ RUNBOOK_DRILLS: tuple[RunbookDrill, ...] = (
                  "the last host of the first rack (r1h2 on the default sandbox); DRILL_HOST",
                  lambda t: Flapping(t, _host(t), down_s=FLAP_DOWN_S, up_s=FLAP_UP_S, duration_s=_flap_duration()),
                  ("nightly", "full"), GRAY),
+    RunbookDrill("eio_read",
+                 f"reads of {EIO_OBJECTS} objects whose primary is one OSD fail on that OSD with EIO (BlueStore's "
+                 "read-error injection, a bad sector): the primary should read them from a replica and rewrite its "
+                 "own copy, so the client reads succeed and the OSD stays up.",
+                 "the first OSD of the first rack's last host (osd.1 on the default sandbox); DRILL_OSD",
+                 lambda t: ReadErrors(t, _osd_first_rack(t), pool=t.cluster.rados_pool, objects=EIO_OBJECTS),
+                 ("nightly", "full"), GRAY, after=lambda d, c, t, f: keep_repair_allowance(d, c, t, f, _osd_first_rack(t))),
 )
 BY_NAME = {d.name: d for d in RUNBOOK_DRILLS}
 
@@ -154,10 +197,10 @@ SUITES: dict[str, list[str]] = {
     "smoke": [SMOKE, *_runbook("smoke", "rack_power_cut"), RESTORE],
     "nightly": [SMOKE, *_runbook("nightly", "rack_power_cut"), CONTROLLED_RESTART,
                 *_runbook("nightly", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
-                *_runbook("nightly", "slow_osd", "slow_link", "flapping_host"), RESTORE],
+                *_runbook("nightly", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE],
     "full": [SMOKE, *_runbook("full", "rack_power_cut"), CONTROLLED_RESTART,
              *_runbook("full", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
-             *_runbook("full", "slow_osd", "slow_link", "flapping_host"), RESTORE, OOM_CHAIN],
+             *_runbook("full", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE, OOM_CHAIN],
 }
 
 
@@ -172,8 +215,12 @@ def runbook_test(name: str) -> tuple[str, Callable[[Target], Fault], Callable[..
         else:
             from drills.scenario import FaultDrill as Runbook
 
-        outcome = Runbook(drill, drill_cluster, drill_target, drill_faults, spec.make_fault, drill_image).run()
-        result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
+        try:
+            outcome = Runbook(drill, drill_cluster, drill_target, drill_faults, spec.make_fault, drill_image).run()
+            result = drill.finish(lost_writes=outcome.lost_writes, model=outcome.model)
+        finally:
+            if spec.after is not None:
+                spec.after(drill, drill_cluster, drill_target, drill_faults)
         drill.assert_passed(result)
 
     test.__name__ = test.__qualname__ = f"test_{name}"

@@ -23,6 +23,15 @@ Measurements (degraded phase unless said; docs/thresholds.md):
   markups          OSDs marked up again in the phase (recorded, no limit)
   osd_flaps        mark-downs beyond the first per OSD in the phase: down again after coming back
   markdown_time    fault injected -> the first mark-down; None with "no OSD was marked down"
+
+A fault whose objects cannot be read (ReadErrors, drill eio_read) is read back through the client: every
+marked object once right after the inject (each read hits the injected EIO on the primary) and once 10 s
+before the end of the hold (after whatever the cluster did about it):
+  eio_reads_ok      reads that returned the written bytes (both passes)
+  eio_reads_failed  reads that returned an error or other bytes (both passes)
+  eio_read_time     the slowest read of the first pass: what a client waits for a copy that cannot be read
+  shards_repaired   reads the OSD repaired from replicas during the hold (its num_shards_repaired at the end
+                    of the hold, as the mgr last heard it: the OSD reports every 5 s)
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Iterable
 
 from drills.cluster import ClusterError
 from drills.faults.fault import Fault
+from drills.faults.gray import READ_ERR_OPTION, MarkedRead, ReadErrors
 from drills.scenario import AbortWatch, DrillAborted, FaultDrill, Pace
 from drills.timeline import Event, read_events
 from drills.workloads.fio import FioRunner
@@ -43,6 +53,9 @@ DEFAULT_COMPLAINT_S = 30.0  # osd_op_complaint_time's default, when the OSD cann
 # 5 s), passed on to the monitors' health and logged by them: allow this much after the complaint time.
 REPORT_ALLOWANCE_S = 15.0
 _RAISE_KINDS = ("health.raised", "health.updated")
+# eio_read: the second read of the marked objects comes this long before the end of the hold, so that the OSD's
+# repaired-read count (sent to the mgr every mgr_stats_period, 5 s) includes it when it is read at the end.
+REREAD_BEFORE_END_S = 10.0
 
 
 def hold_seconds(pace_hold: float, complaint_s: float | None) -> float:
@@ -135,6 +148,7 @@ class GrayDrill(FaultDrill):
     expect_down: bool = False
     t_inject: float | None = None  # wall clock: the fault injected (the heal's is FaultDrill.t_heal)
     hold: float | None = None
+    marked_reads: list[list[MarkedRead] | None] = field(default_factory=list)  # per pass; None: the pass failed
 
     def _suspects(self, fault: Fault) -> set[int]:
         """The OSDs the fault touches (its hosts' OSDs): they may be marked down without stopping the drill."""
@@ -169,17 +183,69 @@ class GrayDrill(FaultDrill):
         self.faults.inject(fault, allow_unavailable=self.allow_unavailable)
         watch = AbortWatch(c, suspects, pace.max_inactive,
                            on_unfound=d.evidence.saw_unfound if d.evidence is not None else None)
+        readable = fault if isinstance(fault, ReadErrors) else None
+        if readable is not None and d.evidence is not None:
+            # its PGs are deep-scrubbed at the end with the drill's own; its [ERR] lines are the fault's, by design
+            d.evidence.track_objects(readable.pool, readable.object_names())
+            d.evidence.expected_errors.extend(readable.expected_log_errors())
         try:
             end = time.monotonic() + self.hold
+            read_again = end - REREAD_BEFORE_END_S  # the OSD's repaired-read count reaches the mgr within seconds
+            if readable is not None:
+                self._read_marked(readable, "first")
             while time.monotonic() < end:
                 watch.check()
+                if readable is not None and len(self.marked_reads) == 1 and time.monotonic() >= read_again:
+                    self._read_marked(readable, "again")
                 time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            if readable is not None:
+                if len(self.marked_reads) == 1:
+                    self._read_marked(readable, "again")
+                self._measure_marked_reads(readable)
         except DrillAborted as e:
             d.event("abort", str(e))
             self.faults.heal(fault)
             raise
 
         self._recover(fault, suspects, pace)
+        if readable is not None:
+            d.note(f"eio heal: marked objects removed, {READ_ERR_OPTION} as before; "
+                   + (f"PG(s) {', '.join(readable.repaired_pgs)} found inconsistent and repaired" if readable.repaired_pgs
+                      else "no PG of theirs inconsistent")
+                   + (f"; {readable.daemon} restarted to reset its repaired-read count (OSD_TOO_MANY_REPAIRS)"
+                      if readable.restarted else ""))
+
+    def _read_marked(self, fault: ReadErrors, which: str) -> None:
+        """One pass over the fault's marked objects, each read an `eio.read` event."""
+        d = self.drill
+        try:
+            reads = fault.read_marked(self.cluster)
+        except Exception as e:  # noqa: BLE001 - the pass is not measured; the measurement says why
+            d.event("note", f"marked objects not read ({which} pass): {e}")
+            self.marked_reads.append(None)
+            return
+        for r in reads:
+            d.event("eio.read", r.name, ok=r.ok, seconds=round(r.seconds, 3), error=r.error, osd=fault.daemon, read=which)
+        self.marked_reads.append(reads)
+
+    def _measure_marked_reads(self, fault: ReadErrors) -> None:
+        d = self.drill
+        passes = self.marked_reads
+        why = "" if passes and all(p is not None for p in passes) else "a pass over the marked objects failed (see the notes)"
+        reads = [r for p in passes if p is not None for r in p]
+        ok, failed = sum(r.ok for r in reads), sum(not r.ok for r in reads)
+        first = passes[0] if passes else None
+        d.measure("degraded", "eio_reads_ok", None if why else ok, why=why)
+        d.measure("degraded", "eio_reads_failed", None if why else failed, why=why)
+        d.measure("degraded", "eio_read_time", max(r.seconds for r in first) if first else None, why=why or "no object read")
+        repaired = fault.repaired_since_inject(self.cluster)
+        d.measure("degraded", "shards_repaired", repaired, why="" if repaired is not None else
+                  f"{fault.daemon}'s num_shards_repaired not in `pg dump osds`")
+        text = "; ".join(f"{which} pass: " + (", ".join(f"{r.name} {'ok' if r.ok else 'FAILED ' + r.error} {r.seconds:.2f} s"
+                                                       for r in p) if p is not None else "not read")
+                         for which, p in zip(("first", "again"), passes))
+        d.note(f"eio: {len(fault.object_names())} objects marked on {fault.daemon}; reads ok {ok}, failed {failed}; "
+               f"{fault.daemon} repaired {repaired if repaired is not None else '?'} read(s) during the hold; {text}")
 
     def _log_read(self) -> bool:
         ev = self.drill.evidence

@@ -9,7 +9,8 @@
     faults_left_max            no fault of this run left armed in the ledger when the drill ends
     flags_changed_max          cluster flags as they were before the drill
     unexpected_log_entries_max the cluster log holds no health check or [ERR] line outside the drill's
-                               allow-list ([<drill>.health] allow = [...] in the thresholds file)
+                               allow-list ([<drill>.health] allow = [...] in the thresholds file), but for the
+                               [ERR] lines the drill's fault names as its own (`expected_errors`)
 
 OOM kills are counted per host that runs Ceph daemons (`DrillEvidence.oom_kills`) for the drills'
 oom_kills_max limits: not an invariant, since the OOM chain-reaction drill causes them on purpose.
@@ -62,6 +63,7 @@ class DrillEvidence:
     run_id: str
     timeline: Any = None  # drills.timeline.Timeline: where cluster-log entries are recorded
     allowed_health: frozenset[str] = frozenset()  # health checks this drill's fault is expected to raise
+    expected_errors: list[str] = field(default_factory=list)  # regexes of [ERR] lines a fault causes by design
     started: float = field(default_factory=time.time)
     flags_before: frozenset[str] | None = None
     unfound_seen: int = 0  # the most unfound objects any look during the drill saw
@@ -122,7 +124,7 @@ class DrillEvidence:
         return out
 
     def _cluster_log(self) -> Check:
-        from drills.telemetry.clusterlog import unexpected
+        from drills.telemetry.clusterlog import excused, unexpected
 
         name = "unexpected_log_entries_max"
         if self.log_watch is None:
@@ -134,10 +136,13 @@ class DrillEvidence:
             return invariant(name, None, f"not measured: {e}")
         if reading.error:
             return invariant(name, None, f"not measured: {reading.error}")
-        bad = unexpected(reading, set(self.allowed_health))
+        bad = unexpected(reading, set(self.allowed_health), self.expected_errors)
         raised = ", ".join(sorted(reading.raised))
         detail = (f"unexpected: {'; '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                   if bad else f"{len(reading.entries)} entries; health checks raised: {raised or 'none'}, all allowed")
+        own = excused(reading, self.expected_errors)
+        if own:
+            detail += f"; {own} [ERR] line(s) the fault names as its own"
         return invariant(name, len(bad), detail)
 
     def _crashes(self) -> Check:

@@ -39,6 +39,7 @@ FAULT_TYPES: dict[str, str] = {
     "cpu_starvation": "drills.faults.gray:CpuStarvation",
     "slow_link": "drills.faults.gray:SlowLink",
     "flapping": "drills.faults.gray:Flapping",
+    "read_errors": "drills.faults.gray:ReadErrors",
     "cluster_flags": "drills.restart.flags:ClusterFlags",
 }
 LAZY_FAULT_TYPES = FAULT_TYPES  # the older name

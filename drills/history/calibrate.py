@@ -59,6 +59,7 @@ KEPT_KEYS = frozenset({
     "lost_writes_max", "io_errors_max", "oom_kills_max", "uncontrolled_oom_kills_min", "held_osds_max",
     "restores_failed_max", "osd_flaps_max", "memory_budget_ratio_max", "model_error_ratio_max",
     "markdowns_max", "slow_ops_raised_min", "slow_ops_raised_max",  # the gray drills' hypotheses: counts, not spreads
+    "eio_reads_ok_min", "eio_reads_failed_max", "shards_repaired_min", "shards_repaired_max",
 })
 MIN_FACTOR, MIN_LOWEST_FACTOR = 0.6, 0.9
 MIN_SPREAD_SDS = 3.0

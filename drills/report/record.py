@@ -173,7 +173,8 @@ _HEAL_WORDS = {"power_cut": "power returning", "rack_power_cut": "power returnin
                "daemon_hang": "the OSD resuming", "network_partition": "the network healing",
                "blackhole": "the network healing", "packet_loss": "the packet loss ending",
                "slow_disk": "the disk throttle lifting", "cpu_starvation": "the CPU limit lifting",
-               "slow_link": "the link limit lifting", "flapping": "the flapping ending"}
+               "slow_link": "the link limit lifting", "flapping": "the flapping ending",
+               "read_errors": "the read errors clearing"}
 # Invariant checks (drills/invariants.py) as the clause they promise.
 _INVARIANT_WORDS = {
     "acked_writes_lost_max": "no acknowledged write lost",
@@ -260,6 +261,17 @@ def _sentence(key: str, limit: float, unit: str, phases: list[str], blast: Blast
         return "the cluster raises SLOW_OPS while the fault is in force"
     if key == "slow_ops_raised_max":
         return "the cluster never raises SLOW_OPS while the fault is in force"
+    if key == "eio_reads_ok_min":
+        return f"at least {limit:.0f} client reads of the objects with read errors return their data"
+    if key == "eio_reads_failed_max":
+        return _count_clause(limit, "no client read of an object with a read error fails",
+                             "at most {n} client reads of objects with read errors fail")
+    if key == "eio_read_time_max":
+        return f"a client read of an object whose primary copy cannot be read returns within {v}"
+    if key == "shards_repaired_min":
+        return f"the OSD repairs at least {limit:.0f} read(s) from replicas while the fault is in force"
+    if key == "shards_repaired_max":
+        return f"the OSD repairs at most {limit:.0f} read(s) from replicas while the fault is in force"
     if key == "markdowns_max":
         return _count_clause(limit, "no OSD is marked down", "at most {n} OSD mark-downs") + f" {when}"
     if key == "osd_flaps_max":

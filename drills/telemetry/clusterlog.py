@@ -19,8 +19,10 @@ DBG line seq 148 of 366, absent from `log last` while 1-147 and 149-366 were the
 Judging: `unexpected(reading, allow)` lists every health check raised (failed or updated) whose code
 is not in the drill's allow-list, and every `[ERR]` line that is not a health-check line with an
 allowed code (a scrub error, "candidate had a read error", is never allowed; nor are the codes in
-NEVER_ALLOWED). The monitors' periodic roll-up lines ("overall HEALTH_ERR ...") are not judged on their
-own: the checks they roll up are. A reading with `error` set was not measured: check it before trusting `unexpected`.
+NEVER_ALLOWED). A fault that causes [ERR] lines by design names them (`expected_errors`, regular
+expressions: the read-error fault's "missing primary copy of <its own object>"); no other line is excused.
+The monitors' periodic roll-up lines ("overall HEALTH_ERR ...") are not judged on their own: the checks
+they roll up are. A reading with `error` set was not measured: check it before trusting `unexpected`.
 """
 
 from __future__ import annotations
@@ -186,11 +188,14 @@ def seq_gaps(entries: Iterable[LogEntry]) -> list[tuple[str, int, int]]:
     return gaps
 
 
-def unexpected(reading: ClusterLogReading, allow: set[str] | frozenset[str]) -> list[str]:
+def unexpected(reading: ClusterLogReading, allow: set[str] | frozenset[str],
+               expected_errors: Iterable[str] = ()) -> list[str]:
     """Every raised health check outside ``allow`` and every [ERR] line that is not an allowed health
-    check, one line each (empty: nothing unexpected). Judges only what was read: a reading with
+    check nor matched by one of ``expected_errors`` (regular expressions a fault gives for the lines it
+    causes by design), one line each (empty: nothing unexpected). Judges only what was read: a reading with
     ``error`` set is "not measured", which the caller must fail on its own."""
     allowed = set(allow) - NEVER_ALLOWED
+    excused = [re.compile(x) for x in expected_errors]
     out: list[str] = []
     seen: set[str] = set()
     for e in reading.entries:
@@ -200,9 +205,16 @@ def unexpected(reading: ClusterLogReading, allow: set[str] | frozenset[str]) -> 
                 seen.add(h.code)
                 out.append(f"health check {h.code} raised ({h.summary}) at {_hms(e.stamp)}, not in the drill's allow-list")
             continue
-        if e.level == "ERR" and not is_health_summary(e.message):
+        if e.level == "ERR" and not is_health_summary(e.message) and not any(x.search(e.message) for x in excused):
             out.append(f"[ERR] from {e.name} at {_hms(e.stamp)}: {e.message}")
     return out
+
+
+def excused(reading: ClusterLogReading, expected_errors: Iterable[str]) -> int:
+    """How many [ERR] lines of the reading the fault's ``expected_errors`` account for (said in the verdict)."""
+    patterns = [re.compile(x) for x in expected_errors]
+    return sum(1 for e in reading.entries
+               if e.level == "ERR" and e.health is None and any(x.search(e.message) for x in patterns))
 
 
 def _hms(t: float) -> str:

@@ -127,7 +127,7 @@ def test_one_markdown_fails_a_slow_osd_and_the_recorder_keeps_the_reason(tmp_pat
 def test_gray_drills_are_gray_and_in_the_nightly_and_full_suites() -> None:
     from drills.catalogue import BY_NAME, GRAY, SUITES
 
-    for name in ("slow_osd", "slow_link", "flapping_host"):
+    for name in ("slow_osd", "slow_link", "flapping_host", "eio_read"):
         spec = BY_NAME[name]
         assert spec.runbook == GRAY and "Gray runbook" in spec.doc
         assert spec.module in SUITES["nightly"] and spec.module in SUITES["full"] and spec.module not in SUITES["smoke"]

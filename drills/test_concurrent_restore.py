@@ -149,13 +149,13 @@ def settings() -> RestoreDrillSettings:
 
 
 @pytest.fixture
-def source_backups(settings: RestoreDrillSettings, cluster, drill_target: Target) -> Iterator[list[SourceBackup]]:
+def source_backups(settings: RestoreDrillSettings, drill_cluster, drill_target: Target) -> Iterator[list[SourceBackup]]:
     from drills.restore.rados_store import RadosBackupStore
     from drills.restore.store import PosixBackupStore
 
     pool = drill_target.cluster.rados_pool
     tag = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory(prefix="drill-restore-") as tmp, cluster.open_ioctx(pool) as ioctx:
+    with tempfile.TemporaryDirectory(prefix="drill-restore-") as tmp, drill_cluster.open_ioctx(pool) as ioctx:
         stores = []
         backups: list[SourceBackup] = []
         try:
@@ -179,12 +179,12 @@ def source_backups(settings: RestoreDrillSettings, cluster, drill_target: Target
 
 
 @pytest.fixture
-def image_names(cluster, drill_target: Target) -> Iterator[list[str]]:
+def image_names(drill_cluster, drill_target: Target) -> Iterator[list[str]]:
     import rbd
 
     names: list[str] = []
     yield names
-    with cluster.open_ioctx(drill_target.cluster.rbd_pool) as ioctx:
+    with drill_cluster.open_ioctx(drill_target.cluster.rbd_pool) as ioctx:
         present = set(rbd.RBD().list(ioctx))
         for name in names:
             if name in present:

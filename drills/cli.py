@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             if (interrupted or signal.SIGINT in seen) and rc != EXIT_PIPE_CLOSED:
                 _say("drill: interrupted")
                 rc = EXIT_INTERRUPTED
-            elif rc == EXIT_INTERRUPTED and seen & {signal.SIGTERM, signal.SIGHUP}:
+            elif rc in (EXIT_INTERRUPTED, 128 + signal.SIGTERM, 128 + signal.SIGHUP) and seen & {signal.SIGTERM, signal.SIGHUP}:
                 # `drill run` stopped by SIGTERM/SIGHUP: pytest ended the run early (faults healed, the
                 # report written); exit as a process that signal stopped
                 stopped = min(seen & {signal.SIGTERM, signal.SIGHUP})

@@ -188,17 +188,21 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
     os.environ["DRILL_SUITE"] = suite  # recorded in run.json: history and calibration group runs by suite
     for k, v in SUITE_ENV[suite].items():
         os.environ.setdefault(k, v)  # the caller's environment wins
-    rc = int(pytest.main(args))
-    run_dir = out / run_id
-    if rc in (0, 1) and (run_dir / "summary.json").exists():
-        # the verdict the report, summary.json and .prom show (drills/verdict.py); pytest's own
-        # code only where no verdict was reached (interrupted, usage error, refusal)
+    return run_exit_code(int(pytest.main(args)), out / run_id)
+
+
+def run_exit_code(pytest_rc: int, run_dir: Path) -> int:
+    """`drill run`'s exit status: the verdict the report, summary.json and .prom show (drills/verdict.py),
+    whatever pytest's own code (an error verdict, 2, is not pytest's "interrupted", also 2; an interrupted
+    run's verdict carries 130, or 128 + the signal that stopped it); pytest's only where no verdict was
+    reached (a usage error, Ctrl-C before the first drill)."""
+    if (run_dir / "summary.json").exists():
         from drills.verdict import run_verdict
 
         return run_verdict(run_dir).exit_code
-    if rc == 2:  # interrupted (Ctrl-C): faults were healed by the fault session on the way out
+    if pytest_rc == 2:  # interrupted (Ctrl-C) before any verdict: faults were healed by the fault session on the way out
         return 130
-    return 2 if rc != 0 else 0
+    return 2 if pytest_rc != 0 else 0
 
 
 # --- drill run ---------------------------------------------------------------------

@@ -182,3 +182,16 @@ def test_a_non_destructive_target_refuses_fault_drills_or_skips_them() -> None:
     skips = admit(t, None, plan, skip_destructive=True)  # no cluster touched: nothing will be injected
     assert set(skips) == {"osd_kill"} and "destructive = true" in skips["osd_kill"]
     assert admit(t, None, plan[:1], skip_destructive=False) == {}  # smoke alone runs anywhere
+
+
+def test_drill_run_exits_with_the_verdict_whatever_pytest_returned(tmp_path: Path) -> None:
+    from drills.runner import run_exit_code
+
+    # a harness error: the verdict says 2, and pytest (whose exit status the plugin set to it) also says 2,
+    # which is pytest's "interrupted": the run must not exit 130
+    write_drill_result(tmp_path, result("smoke", error="FixtureLookupError: cluster"))
+    write_test_outcomes(tmp_path, [])
+    write_summary_json(tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 2
+    assert run_exit_code(2, tmp_path) == 2
+    assert run_exit_code(2, tmp_path / "no-verdict") == 130 and run_exit_code(4, tmp_path / "no-verdict") == 2

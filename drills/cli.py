@@ -205,14 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout, sys.stderr = PipeSafeStream(real_stdout), PipeSafeStream(real_stderr)  # type: ignore[assignment]
     try:
         with SignalsSeen() as signals:
-            rc, interrupted = _run_command(argv)
+            rc, interrupted, said = _run_command(argv)
             # Also when the interrupt was handled on the way (pytest, the restore engine) and the command
             # returned a status of its own: the person pressed Ctrl-C, so the command did not finish.
             seen = signals.seen()
             if (interrupted or signal.SIGINT in seen) and rc != EXIT_PIPE_CLOSED:
                 _say("drill: interrupted")
                 rc = EXIT_INTERRUPTED
-            elif rc in (EXIT_INTERRUPTED, 128 + signal.SIGTERM, 128 + signal.SIGHUP) and seen & {signal.SIGTERM, signal.SIGHUP}:
+            elif not said and rc in (EXIT_INTERRUPTED, 128 + signal.SIGTERM, 128 + signal.SIGHUP) and seen & {signal.SIGTERM, signal.SIGHUP}:
                 # `drill run` stopped by SIGTERM/SIGHUP: pytest ended the run early (faults healed, the
                 # report written); exit as a process that signal stopped
                 stopped = min(seen & {signal.SIGTERM, signal.SIGHUP})
@@ -225,33 +225,34 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout, sys.stderr = real_stdout, real_stderr
 
 
-def _run_command(argv: list[str] | None) -> tuple[int, bool]:
-    """The command's exit status, and whether a Ctrl-C ended it (main says so, once)."""
+def _run_command(argv: list[str] | None) -> tuple[int, bool, bool]:
+    """The command's exit status, whether a Ctrl-C ended it (main says so, once), and whether a
+    SIGTERM/SIGHUP that stopped it was already said."""
     try:
         try:
             args = parse_args(argv)
             rc = int(args.func(args) or 0)
             sys.stdout.flush()
-            return rc, False
+            return rc, False, False
         except (SandboxError, TargetError, ClusterError, FaultError, HostAccessError, GuardRefused, ThresholdsError,
                 report_cli.ReportError) as e:
             sys.stdout.flush()  # what the command printed comes before its error
             _say(f"drill: error: {e}")
-            return EXIT_ERROR, False
+            return EXIT_ERROR, False, False
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED, True
+        return EXIT_INTERRUPTED, True, False
     except DrillSignal as e:  # SIGTERM/SIGHUP, or a Ctrl-C the fault session deferred until its heals were done
         if e.signum == signal.SIGINT:
-            return EXIT_INTERRUPTED, True
+            return EXIT_INTERRUPTED, True, False
         _say(f"drill: stopped by {signal.Signals(e.signum).name}")
-        return 128 + e.signum, False
+        return 128 + e.signum, False, True
     except BrokenPipeError:
         if not _pipe_closed(sys.stdout):
             raise  # some other pipe (a daemon, ssh): a harness error, shown in full
         _silence(sys.stdout)
         if _pipe_closed(sys.stderr):
             _silence(sys.stderr)
-        return EXIT_PIPE_CLOSED, False
+        return EXIT_PIPE_CLOSED, False, False
 
 
 if __name__ == "__main__":

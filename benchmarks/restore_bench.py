@@ -22,6 +22,7 @@ Cinder) does not.  `--malloc-arena-max 2` (default) is given to the engine child
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,16 +39,17 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drills.restore.compression import decompress_whole  # noqa: E402
+from drills.restore.compression import decompress_whole, open_decoder  # noqa: E402
 from drills.restore.budget import format_size, parse_size  # noqa: E402
 from drills.restore.engine import EngineConfig, RestoreEngine, file_job  # noqa: E402
-from drills.restore.format import cinder_prefix, write_backup  # noqa: E402
-from drills.restore.store import PosixBackupStore  # noqa: E402
+from drills.restore.format import cinder_prefix, read_manifest, write_backup  # noqa: E402
+from drills.restore.store import ObjectReader, PosixBackupStore  # noqa: E402
 
 if TYPE_CHECKING:
     from drills.restore.sinks import RbdConnection
 
 MiB = 1 << 20
+MIX = ("zlib", "zstd", "bz2", "none")  # codec "mix": one per object, in turn (a backup set written over years)
 
 
 def make_volume_file(path: Path, size: int, seed: int = 42) -> None:
@@ -67,6 +70,45 @@ def make_volume_file(path: Path, size: int, seed: int = 42) -> None:
                 block = (line * (n // len(line) + 1))[:n]
             f.write(block)
             written += n
+
+
+def decode_verify_rate(store: PosixBackupStore, prefix: str, copies: int, threads: int) -> float:
+    """Bytes/s of decode + md5 + sha256 per 32 KiB block over `copies` passes of the backup."""
+    manifest = read_manifest(store, prefix)
+    work = [obj for _ in range(copies) for obj in manifest.objects]
+    lock = threading.Lock()
+    done = [0]
+
+    def worker() -> None:
+        window = bytearray(4 * MiB)
+        view = memoryview(window)
+        piece = bytearray(1 * MiB)
+        while True:
+            with lock:
+                if not work:
+                    return
+                obj = work.pop()
+            reader = ObjectReader(store, obj.name, store.open_object(obj.name), len(piece), piece)
+            decoder = open_decoder(obj.codec, reader)
+            md5 = hashlib.md5(usedforsecurity=False)
+            left = obj.length
+            while left:
+                n = decoder.readinto(view[:min(len(view), left)])
+                md5.update(view[:n])
+                for start in range(0, n, 32768):
+                    hashlib.sha256(view[start:min(start + 32768, n)]).digest()
+                window.count(0, 0, n)  # the zero check the engine makes
+                left -= n
+            with lock:
+                done[0] += obj.length
+
+    started = time.monotonic()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return done[0] / (time.monotonic() - started)
 
 
 # --- children ----------------------------------------------------------------------------
@@ -151,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode_or_child", nargs="?", default="bench", choices=("bench", "_child"))
     parser.add_argument("--concurrency", default="1,15", help="comma list, e.g. 1,15,41,64 (default 1,15)")
     parser.add_argument("--chunk-mib", default="16", help="backup chunk sizes in MiB, e.g. 16,64,256 (default 16)")
-    parser.add_argument("--codec", default="zlib", help="comma list of zlib,zstd,bz2 (default zlib)")
+    parser.add_argument("--codec", default="zlib", help="comma list of zlib,zstd,bz2,none,mix (mix: the four in turn per object) (default zlib)")
     parser.add_argument("--volume-mib", type=int, default=64, help="volume size per backup (default 64)")
     parser.add_argument("--budget", type=parse_size, default=parse_size("64MiB"), help="engine budget (default 64MiB)")
     parser.add_argument("--window", type=parse_size, default=parse_size("4MiB"))
@@ -188,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             for codec in args.codec.split(","):
                 store = PosixBackupStore(workdir / f"backup-{chunk_mib}-{codec}")
                 prefix = cinder_prefix("bench-volume", f"bench-{chunk_mib}-{codec}")
-                write_backup(volume, store, prefix, chunk_mib * MiB, codec)
+                write_backup(volume, store, prefix, chunk_mib * MiB, MIX if codec == "mix" else codec)
                 backup = store.root / prefix
                 for conc in concurrencies:
                     base = None if args.no_baseline else run_child("baseline", backup, conc, workdir / "out", args)
@@ -239,7 +281,7 @@ def bench_rbd(args: argparse.Namespace) -> int:
     arena = {"MALLOC_ARENA_MAX": args.malloc_arena_max} if args.malloc_arena_max else {}
     header = (f"{'chunk':>7} {'codec':>5} {'conc':>4} | {'baseline RSS':>12} {'engine RSS':>10} {'budget':>9} "
               f"{'eng/budget':>10} {'base/eng':>8} | {'raw MB/s':>8} {'base MB/s':>9} {'eng MB/s':>8} "
-              f"{'eng/raw':>7} {'base/raw':>8}")
+              f"{'eng/raw':>7} {'base/raw':>8} | {'dv MB/s':>7} {'eng/min':>7}")
     rows = [header, "-" * len(header)]
     print(f"rbd pool {pool}: volume {args.volume_mib} MiB per restore, budget {format_size(args.budget)}, window "
           f"{format_size(args.window)}, read piece {format_size(args.read_piece)}, engine env {arena or 'default'}; "
@@ -251,7 +293,7 @@ def bench_rbd(args: argparse.Namespace) -> int:
             for codec in args.codec.split(","):
                 store = PosixBackupStore(workdir / f"backup-{chunk_mib}-{codec}")
                 prefix = cinder_prefix("bench-volume", f"bench-{chunk_mib}-{codec}")
-                write_backup(volume, store, prefix, chunk_mib * MiB, codec)
+                write_backup(volume, store, prefix, chunk_mib * MiB, MIX if codec == "mix" else codec)
                 ref = BackupRef("posix", str(store.root), prefix)
                 for conc in concurrencies:
                     results = {}
@@ -272,6 +314,9 @@ def bench_rbd(args: argparse.Namespace) -> int:
                         if result.failed:
                             raise SystemExit(f"{mode} run failed: {result.failed[0].error} {result.stderr_tail[-500:]}")
                         results[mode] = result
+                    # The other ceiling, in the same run: this machine decoding and verifying the same
+                    # backup on as many threads as restores, no writes (goal: engine >= 0.9 x min(raw, this)).
+                    dv_rate = decode_verify_rate(store, prefix, copies=conc, threads=conc) / 1e6
                     raw, eng = results["raw"], results["engine"]
                     base = results.get("baseline")
                     raw_rate, eng_rate = raw.mb_per_s_logical, eng.mb_per_s_logical
@@ -281,7 +326,8 @@ def bench_rbd(args: argparse.Namespace) -> int:
                     base_raw = f"{base.mb_per_s_logical / raw_rate:>8.2f}" if base else f"{'-':>8}"
                     row = (f"{chunk_mib:>4}MiB {codec:>5} {conc:>4} | {base_rss:>12} {format_size(eng.vm_hwm_bytes):>10} "
                            f"{format_size(args.budget):>9} {eng.vm_hwm_bytes / args.budget:>10.2f} {base_ratio} | "
-                           f"{raw_rate:>8.0f} {base_rate} {eng_rate:>8.0f} {eng_rate / raw_rate:>7.2f} {base_raw}")
+                           f"{raw_rate:>8.0f} {base_rate} {eng_rate:>8.0f} {eng_rate / raw_rate:>7.2f} {base_raw} | "
+                           f"{dv_rate:>7.0f} {eng_rate / min(raw_rate, dv_rate):>7.2f}")
                     rows.append(row)
                     print(row, flush=True)
                 shutil.rmtree(store.root, ignore_errors=True)

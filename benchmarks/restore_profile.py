@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -32,53 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.restore_bench import make_volume_file  # noqa: E402
+from benchmarks.restore_bench import MIX, decode_verify_rate, make_volume_file  # noqa: E402
 from drills.restore.budget import parse_size  # noqa: E402
-from drills.restore.compression import open_decoder  # noqa: E402
-from drills.restore.format import cinder_prefix, read_manifest, write_backup  # noqa: E402
-from drills.restore.store import ObjectReader, PosixBackupStore  # noqa: E402
+from drills.restore.format import cinder_prefix, write_backup  # noqa: E402
+from drills.restore.store import PosixBackupStore  # noqa: E402
 
 MiB = 1 << 20
-MIX = ("zlib", "zstd", "bz2", "none")
-
-
-def decode_verify_rate(store: PosixBackupStore, prefix: str, copies: int, threads: int) -> float:
-    """Bytes/s of decode + md5 + sha256 per 32 KiB block over `copies` passes of the backup."""
-    manifest = read_manifest(store, prefix)
-    work = [obj for _ in range(copies) for obj in manifest.objects]
-    lock = threading.Lock()
-    done = [0]
-
-    def worker() -> None:
-        window = bytearray(4 * MiB)
-        view = memoryview(window)
-        piece = bytearray(1 * MiB)
-        while True:
-            with lock:
-                if not work:
-                    return
-                obj = work.pop()
-            reader = ObjectReader(store, obj.name, store.open_object(obj.name), len(piece), piece)
-            decoder = open_decoder(obj.codec, reader)
-            md5 = hashlib.md5(usedforsecurity=False)
-            left = obj.length
-            while left:
-                n = decoder.readinto(view[:min(len(view), left)])
-                md5.update(view[:n])
-                for start in range(0, n, 32768):
-                    hashlib.sha256(view[start:min(start + 32768, n)]).digest()
-                window.count(0, 0, n)  # the zero check the engine makes
-                left -= n
-            with lock:
-                done[0] += obj.length
-
-    started = time.monotonic()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return done[0] / (time.monotonic() - started)
 
 
 def raw_file_rate(outdir: Path, count: int, size: int) -> float:

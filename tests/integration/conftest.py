@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -11,6 +13,9 @@ from drills.cluster import CephCluster
 from drills.sandbox import bootstrap
 from drills.sandbox.spec import SandboxSpec
 from drills.target import Target, load_target
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from emulators.sshd import Sshd  # noqa: E402
 
 # Overridable so that two test sessions on one machine use separate sandboxes.
 TEST_SANDBOX = SandboxSpec(
@@ -48,3 +53,13 @@ def sandbox_target(sandbox: bootstrap.UpResult, sandbox_spec: SandboxSpec) -> Ta
 def sandbox_cluster(sandbox_target: Target) -> Iterator[CephCluster]:
     with CephCluster(sandbox_target) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory) -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 (its own host and client keys) for the module; skipped where sshd is absent."""
+    missing = Sshd.available()
+    if missing:
+        pytest.skip(missing)
+    with Sshd(tmp_path_factory.mktemp("sshd")) as d:
+        yield d

@@ -10,21 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emulators.common import free_port  # noqa: E402
-from emulators.sshd import Sshd  # noqa: E402
 
 from drills.hostaccess import CommandFailed, HostAccess, HostAccessError, HostUnreachable  # noqa: E402
 from drills.target import Access, Cluster, Host, Network, Rack, Target  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    missing = Sshd.available()
-    if missing:
-        pytest.skip(missing)
-    with Sshd(tmp_path_factory.mktemp("sshd")) as d:
-        yield d
 
 
 def ssh_host(name: str, port: int, key: Path) -> Host:

@@ -29,15 +29,6 @@ pytestmark = pytest.mark.integration
 MiB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    missing = Sshd.available()
-    if missing:
-        pytest.skip(missing)
-    with Sshd(tmp_path_factory.mktemp("sshd")) as d:
-        yield d
-
-
 def ssh_view(sandbox_target: Target, sshd: Sshd, state_dir: Path, port: int | None = None) -> Target:
     """The test sandbox's cluster, its first OSD host reached over SSH on loopback."""
     first = sandbox_target.racks[0].hosts[0]

@@ -30,15 +30,6 @@ from drills.faults.ledger import FaultLedger  # noqa: E402
 from drills.target import Access, Cluster, Host, Network, Target  # noqa: E402
 
 FSID = "55a5a5a5-0000-4000-8000-0000000055d0"
-sshd_missing = Sshd.available()
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if sshd_missing:
-        pytest.skip(sshd_missing)
-    with Sshd(tmp_path_factory.mktemp("sshd")) as d:
-        yield d
 
 
 def ssh_target(state_dir: Path, sshd: Sshd, *, key: Path | None = None, port: int | None = None) -> Target:

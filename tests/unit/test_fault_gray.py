@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emulators.fake import FSID, FakeBackend, make_target  # noqa: E402
+from emulators.fake import FSID, make_target  # noqa: E402
 
 from drills.faults.backends.sandbox import SandboxBackend  # noqa: E402
 from drills.faults.backends.ssh import SshBackend  # noqa: E402
@@ -41,16 +41,6 @@ from drills.target import Access, Network  # noqa: E402
 
 POOLS = [PoolSpec("rbd", 3, 2, "rack")]
 GRAY_KINDS = {"slow_disk", "cpu_starvation", "slow_link", "flapping"}
-
-
-@pytest.fixture
-def target(tmp_path):
-    return make_target(str(tmp_path / "state"))
-
-
-@pytest.fixture
-def fake():
-    return FakeBackend()
 
 
 def gray_faults(target, resolve):

@@ -127,16 +127,6 @@ class FakeCluster:
         self.calls.append(("wait_for_osds", sorted(up or ())))
 
 
-@pytest.fixture
-def target(tmp_path):
-    return make_target(str(tmp_path / "state"))
-
-
-@pytest.fixture
-def fake():
-    return FakeBackend()
-
-
 def fault(target, cluster, fake, **kw) -> ReadErrors:
     return ReadErrors(target, "osd.1", pool=POOL, objects=3, cluster=cluster, resolve=fake.resolve, **kw)
 

@@ -35,16 +35,6 @@ from drills.timeline import Timeline, read_events  # noqa: E402
 POOLS = [PoolSpec("rbd", 3, 2, "rack")]
 
 
-@pytest.fixture
-def target(tmp_path):
-    return make_target(str(tmp_path / "state"))
-
-
-@pytest.fixture
-def fake():
-    return FakeBackend()
-
-
 def session(target, fake, **kw):
     return FaultSession(target, guard=FaultGuard(target, FSID, POOLS), resolve=fake.resolve, **kw)
 

@@ -34,6 +34,7 @@ from drills.faults.fault import (  # noqa: F401 - re-exported
 from drills.faults.kinds import (  # noqa: F401 - re-exported
     Blackhole,
     DaemonHang,
+    DaemonHold,
     DaemonKill,
     DaemonStop,
     NetworkPartition,

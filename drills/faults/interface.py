@@ -35,6 +35,13 @@ class HostBackend(Protocol):
 
     def stop_daemon(self, host: Host, daemon: str) -> None: ...
 
+    def hold_daemon(self, host: Host, daemon: str) -> None:
+        """Keep the daemon from starting when the host next powers on or boots, and refuse to start it,
+        until ``release_daemon``; a running daemon runs on."""
+
+    def release_daemon(self, host: Host, daemon: str) -> None:
+        """Undo ``hold_daemon`` (it does not start the daemon)."""
+
     def block_network(self, host: Host, peers: Sequence[str] | None, tag: str) -> None:
         """Drop traffic between ``host`` and ``peers`` (addresses), or all traffic
         (a blackhole) when peers is None.  ``tag`` (the fault id) names the rules so
@@ -88,6 +95,12 @@ class UnsupportedOps:
 
     def stop_daemon(self, host: Host, daemon: str) -> None:
         raise self._no(host, f"stop {daemon}")
+
+    def hold_daemon(self, host: Host, daemon: str) -> None:
+        raise self._no(host, f"hold {daemon} at power-on")
+
+    def release_daemon(self, host: Host, daemon: str) -> None:
+        raise self._no(host, f"release {daemon}")
 
     def block_network(self, host: Host, peers: Sequence[str] | None, tag: str) -> None:
         raise self._no(host, "block its network")

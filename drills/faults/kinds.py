@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import signal as signal_mod
+import time
 from typing import Any, Sequence
 
-from drills.faults.errors import FaultError
+from drills.faults.errors import BackendUnavailable, FaultError
 from drills.faults.fault import Fault, Outage, _each
 from drills.faults.interface import BackendResolver
 from drills.target import Host, Target
@@ -156,6 +157,53 @@ class DaemonStop(_DaemonFault):
     def inject(self) -> None:
         self.injected = True
         self.backend(self.host).stop_daemon(self.host, self.daemon)
+
+
+class DaemonHold(_DaemonFault):
+    """Hold a daemon at the host's next power-on or boot (`systemctl mask` of its unit; on the sandbox, a
+    file the sandbox's power-on reads): armed before a power cut, the host comes back with the daemon not
+    started, for a controlled start to start it when its turn comes. A running daemon runs on: nothing is
+    down while the hold alone is in force. Heal: release the hold, then start the daemon (it ran before the
+    hold; starting a running one does nothing)."""
+
+    kind = "daemon_hold"
+
+    @property
+    def label(self) -> str:
+        return f"hold {self.daemon} at power-on"
+
+    def takes_down(self) -> Outage:
+        return Outage()
+
+    def manual_heal(self) -> str:
+        return (f"on host {self.host.name}: unmask and start {self.daemon} (systemctl unmask <its unit>; "
+                f"systemctl start <its unit>), or `drill heal`")
+
+    def inject(self) -> None:
+        self.injected = True
+        self.backend(self.host).hold_daemon(self.host, self.daemon)
+
+    def release(self) -> None:
+        """The hold alone lifted, the daemon not started (a controlled start starts it next)."""
+        self.backend(self.host).release_daemon(self.host, self.daemon)
+
+    # A heal may come while the host is still booting after the power cut's own heal (an abort, `drill
+    # heal`): it waits for the host to answer rather than leave the daemon held and down.
+    boot_wait_s: float = 900.0
+    boot_poll_s: float = 5.0
+
+    def heal(self) -> None:
+        deadline = time.monotonic() + self.boot_wait_s
+        while True:
+            try:
+                self.release()
+                break
+            except BackendUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(self.boot_poll_s)
+        self.backend(self.host).start_daemon(self.host, self.daemon)
+        self.injected = False
 
 
 class DaemonHang(_DaemonFault):

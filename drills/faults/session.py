@@ -32,6 +32,7 @@ FAULT_TYPES: dict[str, str] = {
     "daemon_kill": "drills.faults.kinds:DaemonKill",
     "daemon_stop": "drills.faults.kinds:DaemonStop",
     "daemon_hang": "drills.faults.kinds:DaemonHang",
+    "daemon_hold": "drills.faults.kinds:DaemonHold",
     "network_partition": "drills.faults.kinds:NetworkPartition",
     "blackhole": "drills.faults.kinds:Blackhole",
     "packet_loss": "drills.faults.kinds:PacketLoss",

@@ -170,7 +170,8 @@ _PHASE_WORDS_FAULT = {"baseline": "before the fault", "detection": "until the cl
                       "degraded": "while degraded", "recovery": "during recovery", "after": "after recovery"}
 _HEAL_WORDS = {"power_cut": "power returning", "rack_power_cut": "power returning",
                "daemon_kill": "the OSD starting again", "daemon_stop": "the OSD starting again",
-               "daemon_hang": "the OSD resuming", "network_partition": "the network healing",
+               "daemon_hang": "the OSD resuming", "daemon_hold": "the held OSD starting",
+               "network_partition": "the network healing",
                "blackhole": "the network healing", "packet_loss": "the packet loss ending",
                "slow_disk": "the disk throttle lifting", "cpu_starvation": "the CPU limit lifting",
                "slow_link": "the link limit lifting", "flapping": "the flapping ending",
@@ -513,6 +514,7 @@ _UNDO = {
     "daemon_kill": "start the killed daemon again",
     "daemon_stop": "start the stopped daemon again",
     "daemon_hang": "SIGCONT the frozen daemon",
+    "daemon_hold": "unmask the held daemon's unit and start it",
     "network_partition": "delete the partition's nftables table on each host of side A",
     "blackhole": "delete the blackhole's nftables table on each host",
     "packet_loss": "delete the packet-loss nftables table on the host",

@@ -1,9 +1,10 @@
 """Power returns to a rack with its OSDs held, and they start one at a time under per-host memory budgets:
 the controlled-restart drill's recovery step (FaultDrill's `restore` hook), and the host memory it watches.
 
-Holding the OSDs at power-on: the sandbox powers a host on without starting its daemons. A host behind a BMC
-(ipmi, redfish) boots and its init system starts the OSD units; there each OSD unit is stopped as soon as the
-host answers over SSH (a ledgered DaemonStop) and stopped again if a late activation starts it (docs/restart.md).
+Holding the OSDs at power-on: before the cut every OSD of the rack is held (a ledgered DaemonHold: its systemd
+unit masked on a host behind a BMC, which then boots without it and refuses a late activation's start; on the
+sandbox a file its power-on reads). The controlled start lifts each hold when that OSD's turn comes; whatever it
+leaves held starts when the holds heal (docs/restart.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from drills.cluster import CephCluster, ClusterError
 from drills.drill import DrillRecorder
 from drills.faults.errors import FaultError
 from drills.faults.fault import Fault
-from drills.faults.kinds import DaemonStop
+from drills.faults.kinds import DaemonHold, DaemonStop
 from drills.faults.session import FaultSession
 from drills.restart.flags import ClusterFlags
 from drills.restart.hostops import CephClusterOps, host_ops_for
@@ -24,10 +25,8 @@ from drills.restart.orchestrator import ControlledRestart, HostOps, RestartConfi
 from drills.restart.runbook import run_with_flags
 from drills.target import Host, Target
 
-# A host behind a BMC: how long it may take to boot until SSH answers, and how long after the first stop
-# a late activation (ceph-volume) may still start an OSD unit that must stay held.
+# A host behind a BMC: how long it may take to boot until SSH answers.
 BOOT_TIMEOUT_S = 900.0
-HOLD_CHECK_S = 60.0
 
 
 # --- host memory -------------------------------------------------------------------------------------
@@ -111,30 +110,33 @@ class ControlledPowerReturn:
     result: RestartResult | None = None
     flags: ClusterFlags | None = None
     watch: HostMemoryWatch | None = None
+    holds: dict[str, Fault] = field(default_factory=dict)  # osd -> its DaemonHold, armed in before_cut
 
     def __post_init__(self) -> None:
         self.host_ops = host_ops_for(self.target, self.session.host_access)
         self.hosts = list(self.target.rack(self.rack).hosts)
 
     def before_cut(self) -> None:
+        """RSS before the cut, then every OSD of the rack held at power-on (ledgered `DaemonHold`s: units
+        masked on a host behind a BMC, so it boots without them; the sandbox's power-on skips them)."""
         self.rss_before = osd_rss(self.host_ops, self.hosts, self.budgets)
         self.drill.event("note", "RSS of the rack's OSDs before the cut", rss=self.rss_before)
+        self.holds = {osd: self.session.inject(DaemonHold(self.target, osd)) for _, osd in osds_of(self.hosts)}
+        self.drill.event("note", "the rack's OSDs held at power-on", osds=sorted(self.holds))
 
     def restore_power(self, cut: Fault) -> None:
         d = self.drill
         for h in cut.hosts():
-            cut.backend(h).power_on(h, start_daemons=False)  # the sandbox holds them; a BMC'd host boots
+            cut.backend(h).power_on(h, start_daemons=True)  # the held OSDs stay down; the rest start
         d.event("note", f"power back on rack {self.rack}, OSDs held", hosts=[h.name for h in cut.hosts()])
         stops: list[Fault] = []
         try:
             if any(h.power.kind != "sandbox" for h in self.hosts):
-                stops = self._hold_booted_osds()
-            else:
-                self._start_other_daemons()
+                stops = self._check_held_after_boot()
             pairs = order_daemons(select_osds(self.target, rack=self.rack), "id")
             config = RestartConfig(budgets=self.budgets, start_need=self.start_need, wait="peered")
             restart = ControlledRestart(
-                self.host_ops, CephClusterOps(self.cluster), config, pairs,
+                HeldUntilStarted(self.host_ops, self.session, self.holds), CephClusterOps(self.cluster), config, pairs,
                 on_event=lambda kind, label, data: d.event(kind, label, **data),
                 on_sample=lambda metric, value, labels: d.timeline.sample(metric, value, **labels))
             self.result, self.flags = run_with_flags(self.session, self.target, self.cluster, restart)
@@ -144,43 +146,54 @@ class ControlledPowerReturn:
         finally:
             # Watched from here on: an uncontrolled start of what is still held counts against the budget too.
             self.watch = HostMemoryWatch(host_ops_for(self.target, self.session.host_access), self.hosts, self.budgets, d).start()
-            for stop in reversed(stops):  # held units of a booted host start here if the controlled start stopped
+            for stop in reversed(stops):
                 self.session.heal(stop)
+            for osd in sorted(self.holds, reverse=True):  # what the controlled start left held starts here
+                self.session.heal(self.holds[osd])
         if not self.result.ok:
             held = (f"{', '.join(self.result.held)} held, started by the power cut's heal (uncontrolled)"
                     if self.result.held else "no OSD left held")
             d.note(f"controlled start STOPPED: {self.result.error}; {held}")
 
-    def _start_other_daemons(self) -> None:
-        """A host that boots starts everything; only its OSDs are held."""
-        for h in self.hosts:
-            for daemon in h.daemons:
-                if not daemon.startswith("osd."):
-                    self.host_ops.start(h, daemon)
-
-    def _hold_booted_osds(self) -> list[Fault]:
-        """A host behind a BMC boots and starts its OSD units: stop them (ledgered) as soon as it answers."""
+    def _check_held_after_boot(self) -> list[Fault]:
+        """A host behind a BMC boots with its OSD units masked: wait until it answers, then check that none
+        of them runs. One that does (a hold that did not hold) is stopped, ledgered, and said."""
         d = self.drill
         pairs = osds_of(self.hosts)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
+        running: list[str] = []
         for h, osd in pairs:
             while True:
                 try:
-                    self.host_ops.running(h, osd)
+                    if self.host_ops.running(h, osd):
+                        running.append(osd)
                     break
                 except FaultError as e:
                     if time.monotonic() > deadline:
                         raise FaultError(f"host {h.name} did not answer within {BOOT_TIMEOUT_S:.0f} s of power-on: {e}") from None
                     time.sleep(5)
-        stops = [self.session.inject(DaemonStop(self.target, osd)) for _, osd in pairs]
-        d.event("note", "booted OSD units stopped (held)", osds=[osd for _, osd in pairs])
-        end = time.monotonic() + HOLD_CHECK_S
-        while time.monotonic() < end:  # a late activation (ceph-volume) starts a unit again
-            for h, osd in pairs:
-                if self.host_ops.running(h, osd):
-                    self.host_ops.stop(h, osd)
-                    d.event("note", f"{osd} started by the boot again; stopped", daemon=osd)
-            time.sleep(2)
-        d.note("hosts behind a BMC boot and start their OSDs: the drill stopped them once SSH answered "
-               "(a hold after the fact; see docs/restart.md)")
-        return stops
+        if not running:
+            d.note(f"hosts booted with their OSD units masked: {', '.join(osd for _, osd in pairs)} held")
+            return []
+        d.note(f"HOLD DID NOT HOLD: {', '.join(running)} started at boot although masked; stopped")
+        return [self.session.inject(DaemonStop(self.target, osd)) for osd in running]
+
+
+@dataclass
+class HeldUntilStarted:
+    """The host ops the controlled start uses, with the rack's holds lifted one OSD at a time: starting a held
+    OSD heals its `DaemonHold` (unmask, start) through the fault session, so the ledger follows each start."""
+
+    inner: HostOps
+    session: FaultSession
+    holds: dict[str, Fault]
+
+    def start(self, host: Host, daemon: str) -> None:
+        hold = self.holds.get(daemon)
+        if hold is not None and hold in self.session.active:
+            self.session.heal(hold)
+        else:
+            self.inner.start(host, daemon)
+
+    def __getattr__(self, name: str):  # probe, restart, stop, running, memory: as the inner host ops
+        return getattr(self.inner, name)

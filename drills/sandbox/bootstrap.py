@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -390,6 +390,10 @@ def _bring_up(spec: SandboxSpec, step: Step, timeout: float) -> Target:
     cluster = CephCluster(target, connect_timeout=30).connect()
     step("mon.a started", started)
 
+    raised = ensure_aio_capacity(spec.osd_count)
+    if raised is not None:
+        step(f"fs.aio-max-nr raised from {raised[0]} to {raised[1]} (each BlueStore OSD on this machine sets up "
+             f"~{AIO_PER_OSD} async-IO events; an OSD that finds none left fails to start with EAGAIN)")
     failed = threading.Event()  # one part failed: the others stop waiting
     deadline = time.monotonic() + timeout
 
@@ -466,8 +470,8 @@ def _bring_up(spec: SandboxSpec, step: Step, timeout: float) -> Target:
         with ThreadPoolExecutor(max_workers=4) as ex:
             try:
                 rgw = ex.submit(_flag_failure, start_rgw, failed) if spec.rgw else None
-                for f in [ex.submit(_flag_failure, part, failed) for part in (start_mgr, make_and_start_osds, create_pools)]:
-                    f.result()  # the first failure raises (the others have stopped waiting)
+                _first_cause([ex.submit(_flag_failure, part, failed) for part in (start_mgr, make_and_start_osds, create_pools)],
+                             also=[rgw] if rgw is not None else [])
                 # radosgw (serving, then its S3 user) goes on meanwhile: health does not wait for it
                 began = time.monotonic()
                 _wait_until(lambda: _cluster_ready(cluster, spec.osd_count), deadline,
@@ -522,8 +526,53 @@ def _flag_failure(part: Callable[[], None], failed: threading.Event) -> None:
         raise
 
 
+# BlueStore's aio context: bdev_aio_max_queue_depth (1024) events per open of the block file, opened by BlueFS
+# and by BlueStore: 2048 a running OSD (measured: 32 OSDs of four sandboxes used the whole 65536). Debian's
+# default fs.aio-max-nr is 65536; Ceph's own developer clusters raise it to 1048576 as well.
+AIO_PER_OSD = 2048
+AIO_MAX_NR = Path("/proc/sys/fs/aio-max-nr")
+AIO_NR = Path("/proc/sys/fs/aio-nr")
+AIO_RAISED_TO = 1048576
+
+
+def aio_limit_needed(max_nr: int, in_use: int, osds: int) -> int | None:
+    """Pure: the fs.aio-max-nr to set so that `osds` more OSDs find their events (twice over: OSDs that
+    restart in a drill open theirs again before the kernel frees the old), or None when it already fits."""
+    need = in_use + 2 * osds * AIO_PER_OSD
+    return None if need <= max_nr else max(need, AIO_RAISED_TO)
+
+
+def ensure_aio_capacity(osds: int) -> tuple[int, int] | None:
+    """Raise fs.aio-max-nr when the OSDs about to start would not fit; (before, after) when raised."""
+    try:
+        max_nr, in_use = int(AIO_MAX_NR.read_text()), int(AIO_NR.read_text())
+    except (OSError, ValueError):
+        return None  # not Linux as we know it: the OSDs' own error will say
+    new = aio_limit_needed(max_nr, in_use, osds)
+    if new is None:
+        return None
+    AIO_MAX_NR.write_text(str(new))
+    return max_nr, new
+
+
 class _Aborted(SandboxError):
     pass
+
+
+def _first_cause(futures: list[Future], also: list[Future] = ()) -> None:
+    """Wait for every part; raise the failure that stopped the others, not a part's "stopped waiting" (the
+    parts are listed in no particular order of failing). `also`: parts that go on meanwhile (radosgw), waited
+    for only when the failure that stopped these parts is theirs."""
+    wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors and all(isinstance(e, _Aborted) for e in errors):
+        wait(also)
+        errors = [f.exception() for f in also if f.exception() is not None and not isinstance(f.exception(), _Aborted)] + errors
+    for e in errors:
+        if not isinstance(e, _Aborted):
+            raise e
+    if errors:
+        raise errors[0]
 
 
 def _wait_until(check: Callable[[], bool], deadline: float, what: str, failed: threading.Event,

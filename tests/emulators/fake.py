@@ -76,6 +76,12 @@ class FakeBackend:
     def stop_daemon(self, host: Host, daemon: str) -> None:
         self._do("stop_daemon", host, daemon)
 
+    def hold_daemon(self, host: Host, daemon: str) -> None:
+        self._do("hold_daemon", host, daemon)
+
+    def release_daemon(self, host: Host, daemon: str) -> None:
+        self._do("release_daemon", host, daemon)
+
     def block_network(self, host: Host, peers: Sequence[str] | None, tag: str) -> None:
         self._do("block_network", host, None if peers is None else tuple(peers), tag)
 

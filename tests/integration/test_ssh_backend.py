@@ -77,11 +77,15 @@ def test_systemctl_commands_are_the_right_ones(sshd, tmp_path, monkeypatch):
     b.kill_daemon(h, "osd.0", signal.SIGSTOP)
     b.stop_daemon(h, "osd.0")
     b.start_daemon(h, "osd.0")
+    b.hold_daemon(h, "osd.0")
+    b.release_daemon(h, "osd.0")
     assert sent == [
         "systemctl kill -s SIGKILL ceph-osd@0",
         "systemctl kill -s SIGSTOP ceph-osd@0",
         "systemctl stop ceph-osd@0",
         "systemctl reset-failed ceph-osd@0 2>/dev/null; systemctl start ceph-osd@0",
+        "systemctl mask ceph-osd@0",  # persistent (not --runtime): the hold must outlive the power cut
+        "systemctl unmask ceph-osd@0",
     ]
 
 

@@ -21,6 +21,7 @@ from drills.faults.kinds import (
     Blackhole,
     DaemonHang,
     DaemonKill,
+    DaemonHold,
     DaemonStop,
     NetworkPartition,
     PacketLoss,
@@ -47,6 +48,7 @@ def all_faults(target, resolve):
         DaemonKill(target, "osd.4", signal=signal.SIGTERM, resolve=resolve),
         DaemonStop(target, "mon.a", resolve=resolve),
         DaemonHang(target, "osd.0", resolve=resolve),
+        DaemonHold(target, "osd.2", resolve=resolve),
         NetworkPartition(target, ["r2h0"], resolve=resolve),
         NetworkPartition(target, ["r2h0"], ["r1h1"], resolve=resolve),
         Blackhole(target, ["r2h1"], resolve=resolve),
@@ -95,6 +97,40 @@ def test_each_fault_injects_and_heals_through_the_backend(target, fake):
     with loss:
         pass
     assert fake.calls == [("set_packet_loss", "r0h0", 30, loss.fault_id), ("clear_packet_loss", "r0h0", loss.fault_id)]
+
+
+def test_a_hold_masks_now_and_its_heal_unmasks_then_starts(target, fake):
+    hold = DaemonHold(target, "osd.3", resolve=fake.resolve)
+    assert hold.label == "hold osd.3 at power-on"
+    assert not hold.takes_down().hosts and not hold.takes_down().daemons  # the daemon runs on until a power-on
+    with hold:
+        assert fake.calls == [("hold_daemon", "r0h1", "osd.3")]
+    assert fake.calls[1:] == [("release_daemon", "r0h1", "osd.3"), ("start_daemon", "r0h1", "osd.3")]
+    fake.calls.clear()
+    hold.inject()
+    hold.release()  # the controlled start lifts the hold alone, and starts the OSD itself
+    assert fake.calls == [("hold_daemon", "r0h1", "osd.3"), ("release_daemon", "r0h1", "osd.3")]
+
+
+def test_a_hold_heal_waits_for_a_booting_host_then_gives_up_naming_it(target, fake):
+    from drills.faults.errors import BackendUnavailable
+
+    hold = DaemonHold(target, "osd.3", resolve=fake.resolve)
+    hold.boot_poll_s = 0.01
+    tries = []
+
+    def booting(host, daemon):
+        tries.append(daemon)
+        if len(tries) < 3:
+            raise BackendUnavailable(host.name, "connection refused")
+
+    fake.release_daemon = booting
+    hold.heal()  # two refusals while the host boots, then the unmask goes through and the OSD starts
+    assert len(tries) == 3 and fake.ops("start_daemon") == [("start_daemon", "r0h1", "osd.3")]
+    hold.boot_wait_s = 0.05
+    fake.release_daemon = lambda host, daemon: (_ for _ in ()).throw(BackendUnavailable(host.name, "no route to host"))
+    with pytest.raises(BackendUnavailable, match="r0h1.*no route to host"):
+        hold.heal()
 
 
 def test_with_fault_heals_on_exception(target, fake):

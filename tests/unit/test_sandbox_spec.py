@@ -122,3 +122,46 @@ def test_mgr_module_path_holds_only_the_modules_asked_for(tmp_path):
     assert (mgr_module_dir(spec) / "volumes").resolve() == source / "volumes"
     assert link_mgr_modules(spec, ["balancer", "volumes", "iostat"], source) == linked  # again: no error
     assert f"mgr_module_path = {spec.dir}/mgr-modules" in ceph_conf(spec, "f")
+
+
+def test_a_failed_start_up_step_is_named_not_the_step_it_stopped():
+    """The sandbox starts mgr, OSDs and pools at once; when the OSDs fail, the mgr's wait stops with "another
+    step failed": the error raised is the OSDs' own, whatever order the parts are listed in."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drills.sandbox.bootstrap import _Aborted, _first_cause, _flag_failure
+    from drills.sandbox.spec import SandboxError
+
+    failed = threading.Event()
+
+    def mgr() -> None:
+        failed.wait(5)
+        raise _Aborted("stopped waiting for mgr.x active: another start-up step failed")
+
+    def osds() -> None:
+        raise SandboxError("osd.3 failed to start (exit 1)")
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        with pytest.raises(SandboxError, match="osd.3 failed to start"):
+            _first_cause([ex.submit(_flag_failure, part, failed) for part in (mgr, osds)])
+
+    failed.clear()
+
+    def rgw() -> None:
+        raise SandboxError("radosgw did not answer")
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        r = ex.submit(_flag_failure, rgw, failed)
+        with pytest.raises(SandboxError, match="radosgw did not answer"):
+            _first_cause([ex.submit(_flag_failure, mgr, failed)], also=[r])
+
+
+def test_aio_limit_is_raised_only_when_the_osds_would_not_fit():
+    from drills.sandbox.bootstrap import AIO_PER_OSD, AIO_RAISED_TO, aio_limit_needed
+
+    assert aio_limit_needed(65536, 0, 6) is None  # one default sandbox on a fresh machine fits
+    assert aio_limit_needed(65536, 65536, 6) == AIO_RAISED_TO  # four sandboxes took it all: seen here
+    assert aio_limit_needed(65536, 62000, 1) == AIO_RAISED_TO
+    huge = aio_limit_needed(AIO_RAISED_TO, AIO_RAISED_TO, 300)
+    assert huge == AIO_RAISED_TO + 2 * 300 * AIO_PER_OSD  # never lowered, always room for the OSDs

@@ -124,6 +124,12 @@ class RoutedBackend:
     def stop_daemon(self, host: Host, daemon: str) -> None:
         self._b("daemons").stop_daemon(host, daemon)
 
+    def hold_daemon(self, host: Host, daemon: str) -> None:
+        self._b("daemons").hold_daemon(host, daemon)
+
+    def release_daemon(self, host: Host, daemon: str) -> None:
+        self._b("daemons").release_daemon(host, daemon)
+
     def block_network(self, host: Host, peers: Sequence[str] | None, tag: str) -> None:
         self._b("network").block_network(host, peers, tag)
 

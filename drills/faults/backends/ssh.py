@@ -6,7 +6,9 @@ Daemons are systemd units:
 A kill is ``systemctl kill -s SIG<unit>`` (every process of the unit's cgroup, so
 cephadm's container is hit too); a heal is ``reset-failed`` + ``start`` (idempotent).
 Note: ceph units have Restart=on-failure, so systemd itself restarts a killed
-daemon after RestartSec; the drill measures that gap.
+daemon after RestartSec; the drill measures that gap. A hold at power-on is
+``systemctl mask <unit>`` (persistent, so it outlives the power cut); its release
+is ``systemctl unmask``.
 
 Network faults are nft tables (drills.faults.nft) loaded with ``nft -f -``; the
 SSH port stays open in a blackhole or loss table so the heal can get in.
@@ -122,6 +124,14 @@ class SshBackend(UnsupportedOps):
 
     def stop_daemon(self, host: Host, daemon: str) -> None:
         self.run(host, f"systemctl stop {shlex.quote(self.unit(daemon))}")
+
+    def hold_daemon(self, host: Host, daemon: str) -> None:
+        # Not --runtime: /run is gone after the power cut, and the hold is for the boot after it. A masked
+        # unit is not started at boot, and a late `systemctl start` (ceph-volume's activation) fails.
+        self.run(host, f"systemctl mask {shlex.quote(self.unit(daemon))}")
+
+    def release_daemon(self, host: Host, daemon: str) -> None:
+        self.run(host, f"systemctl unmask {shlex.quote(self.unit(daemon))}")
 
     def load_ruleset(self, host: Host, ruleset: str) -> None:
         # base64 through the shell: the ruleset has quotes and braces; no heredoc quoting games.

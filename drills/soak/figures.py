@@ -23,6 +23,8 @@ from drills.report.analysis import (IOPS, LAT_P99, PhaseSpan, Window, longest_ze
 from drills.timeline import Event, Histogram, Sample
 
 BEFORE_MAX_S = 30.0
+SCHEDULE_FILE = "soak-schedule.json"  # the seed and the drawn schedule, written before the first fault
+SOAK_FILE = "soak.json"  # the soak as it ran: each step's moments and figures, for the report
 S3_PUT_RPS, S3_ERRORS = "s3.put.rps", "s3.errors"
 
 

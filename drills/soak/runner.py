@@ -34,13 +34,11 @@ from drills.faults.fault import Fault, Outage
 from drills.faults.guard import impact_of
 from drills.report.results import LostWrites
 from drills.scenario import AbortWatch, DrillAborted, DrillOutcome, FaultDrill
-from drills.soak.figures import StepFigures, StepTiming, per_fault, step_figures
+from drills.soak.figures import SCHEDULE_FILE, SOAK_FILE, StepFigures, StepTiming, per_fault, step_figures
 from drills.soak.schedule import Schedule, SoakStep
 from drills.timeline import read_events, read_histograms, read_series
 from drills.workloads.fio import FioRunner
 
-SCHEDULE_FILE = "soak-schedule.json"
-SOAK_FILE = "soak.json"
 # The object clients: light enough to leave the 2-core sandbox to the block clients, steady enough to plot.
 S3_USERS, S3_RATE_PER_USER = 2, 5.0
 S3_VERIFIER_RATE = 5.0

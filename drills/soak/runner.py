@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from drills.cluster import WaitTimeout
+from drills.cluster import ClusterError
 from drills.faults.fault import Fault, Outage
 from drills.faults.guard import impact_of
 from drills.report.results import LostWrites
@@ -62,6 +62,10 @@ class SoakDrill(FaultDrill):
     s3_lost: LostWrites | None = None
     s3_notes: list[str] = field(default_factory=list)
     t_started: float = field(default_factory=time.time)
+    # A settle counts once the step's OSDs are up and every PG active+clean for this long: the osdmap and the mgr's
+    # pgmap lag the heal by seconds (a power cut healed before the cluster noticed is marked down at the reboot).
+    stable_s: float = 10.0
+    _previous: set[int] = field(default_factory=set)  # the last step's OSDs: still settling in the next quiet
 
     def run(self) -> DrillOutcome:
         assert self.schedule is not None
@@ -133,17 +137,19 @@ class SoakDrill(FaultDrill):
         on_unfound = d.evidence.saw_unfound if d.evidence is not None else None
         injected: list[Fault] = []
         try:
-            self._hold(step.quiet_s, AbortWatch(c, set(), pace.max_inactive, on_unfound=on_unfound))
+            # the last step's OSDs may still be marked down and up in the quiet (its own doing, not a new outage) ...
+            self._hold(step.quiet_s, AbortWatch(c, set(self._previous), pace.max_inactive, on_unfound=on_unfound))
+            # ... but the guard weighs only faults in force, so nothing goes in before every OSD is up and PGs clean
+            self._settle(set(c.osds_in()), step, stable_s=0.0, what="before the inject")
             timing = dataclasses.replace(timing, t_inject=time.time())
             for fault in faults:  # the guard weighs every fault in force together (FaultSession.inject)
                 injected.append(self.faults.inject(fault, allow_unavailable=self.allow_unavailable))
-            suspects = self._suspects(faults)
+            suspects = self._previous = self._suspects(faults)
             self._hold(step.hold_s, AbortWatch(c, suspects, pace.max_inactive, on_unfound=on_unfound))
             timing = dataclasses.replace(timing, t_heal=time.time())
             for fault in reversed(injected):
                 self.faults.heal(fault)
-            self._settle(suspects, step)
-            timing = dataclasses.replace(timing, t_clean=time.time())
+            timing = dataclasses.replace(timing, t_clean=self._settle(suspects, step, self.stable_s))
         except DrillAborted as e:
             d.event("abort", str(e), step=step.index)
             timing = dataclasses.replace(timing, note=f"stopped: {e}")
@@ -175,18 +181,32 @@ class SoakDrill(FaultDrill):
                 return
             time.sleep(min(1.0, left))
 
-    def _settle(self, suspects: set[int], step: SoakStep) -> None:
-        """Every OSD the step touched up again, then every PG active+clean, within the settle bound."""
+    def _settle(self, osds: set[int], step: SoakStep, stable_s: float, what: str = "of the heal") -> float:
+        """Wait until `osds` are up and every PG is active+clean, without a break for `stable_s` seconds, within the
+        settle bound; returns when that began (wall clock). DrillAborted past the bound."""
         assert self.schedule is not None
         c, bound = self.cluster, self.schedule.params.settle_s
         deadline = time.monotonic() + bound
-        try:
-            if suspects:
-                c.wait_for_osds(up=suspects, timeout=bound)
-            c.wait_for_clean(timeout=max(1.0, deadline - time.monotonic()))
-        except WaitTimeout as e:
-            raise DrillAborted(f"step {step.index}: not settled within {bound:.0f} s of the heal ({e}); a further "
-                               "fault would land on a degraded cluster") from None
+        since: tuple[float, float] | None = None  # (monotonic, wall) when the cluster was last seen settled
+        state = ""
+        while True:
+            try:
+                up, pgs = c.osds_up(), c.pg_summary()
+                ok = osds <= up and pgs.all_clean
+                state = f"OSDs down {sorted(osds - up)}" if not osds <= up else "" if pgs.all_clean else "PGs not all active+clean"
+            except ClusterError as e:
+                ok, state = False, str(e)
+            now = time.monotonic()
+            if not ok:
+                since = None
+            elif since is None:
+                since = (now, time.time())
+            if since is not None and now - since[0] >= stable_s:
+                return since[1]
+            if now > deadline:
+                raise DrillAborted(f"step {step.index}: not settled within {bound:.0f} s {what} ({state}); a further "
+                                   "fault would land on a degraded cluster")
+            time.sleep(1.0)
 
     # -- the object clients --
 

@@ -144,32 +144,32 @@ class FakePgs:
 
 
 class FakeCluster:
-    """What the soak's steps ask of the cluster: PG states, OSDs up/in, and the waits."""
+    """What the soak's steps ask of the cluster: PG states and OSDs up/in. After the first heal (a power_on or a
+    start_daemon on the fake backend) `late` OSDs are still down for `late_polls` polls, and PGs stay unclean
+    for good when `clean` is False."""
 
-    def __init__(self, target, clean: bool = True) -> None:
+    def __init__(self, target, fake: FakeBackend, clean: bool = True, late: set[int] = frozenset(), late_polls: int = 0,
+                 down_once_cut: set[int] = frozenset()):
         self.all = set(target.osd_ids)
-        self.down: set[int] = set()
-        self.clean = clean
-        self.calls: list[tuple] = []
+        self.fake = fake
+        self.down_once_cut = set(down_once_cut)  # down from the first power_off on
+        self.clean, self.late, self.late_polls = clean, set(late), late_polls
+
+    def healed(self) -> bool:
+        return any(c[0] in ("power_on", "start_daemon") for c in self.fake.calls)
 
     def pg_summary(self) -> FakePgs:
-        return FakePgs()
+        return FakePgs(all_clean=self.clean or not self.healed())
 
     def osds_up(self) -> set[int]:
-        return self.all - self.down
+        down = self.down_once_cut if any(c[0] == "power_off" for c in self.fake.calls) else set()
+        if self.healed() and self.late_polls > 0:
+            self.late_polls -= 1
+            return self.all - down - self.late
+        return self.all - down
 
     def osds_in(self) -> set[int]:
         return set(self.all)
-
-    def wait_for_osds(self, up: set, timeout: float) -> None:
-        self.calls.append(("osds up", tuple(sorted(up))))
-
-    def wait_for_clean(self, timeout: float) -> None:
-        from drills.cluster import WaitTimeout
-
-        self.calls.append(("clean", round(timeout)))
-        if not self.clean:
-            raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for all PGs active+clean")
 
 
 class Recorder:
@@ -188,7 +188,7 @@ class Recorder:
         self.notes.append(text)
 
 
-def _soak(target, tmp_path, steps, *, clean=True, cluster=None):
+def _soak(target, tmp_path, steps, *, stable_s=0.0, **cluster_kw):
     from drills.soak.runner import SoakDrill
 
     fake = FakeBackend()
@@ -196,9 +196,10 @@ def _soak(target, tmp_path, steps, *, clean=True, cluster=None):
     session = FaultSession(target, guard=FaultGuard(target, FSID, RACK), resolve=fake.resolve, timeline=tl)
     p = SoakParams.build(seed=1, duration="10min", settle="5s")
     schedule = Schedule(p, tuple(steps), {}, tuple(RACK))
-    soak = SoakDrill(drill=Recorder(tmp_path / "run", tl), cluster=cluster or FakeCluster(target, clean),  # type: ignore[arg-type]
+    soak = SoakDrill(drill=Recorder(tmp_path / "run", tl), cluster=FakeCluster(target, fake, **cluster_kw),  # type: ignore[arg-type]
                      target=target, faults=session, make_fault=lambda t: None, image="img",  # type: ignore[arg-type, return-value]
-                     pace=dataclasses.replace(Pace.named("smoke"), max_inactive=5), schedule=schedule, object_clients=False)
+                     pace=dataclasses.replace(Pace.named("smoke"), max_inactive=5), schedule=schedule, object_clients=False,
+                     stable_s=stable_s)
     return soak, session, fake, tl
 
 
@@ -208,7 +209,8 @@ def step(index: int, *faults: tuple[str, str], hold: float = 1, quiet: float = 0
 
 def test_each_step_is_injected_held_healed_and_settled_through_the_ledger(target, tmp_path) -> None:
     soak, session, fake, tl = _soak(target, tmp_path, [step(1, ("rack_power_cut", "rack1")),
-                                                        step(2, ("daemon_kill", "osd.0"), ("slow_disk", "osd.5"))])
+                                                        step(2, ("daemon_kill", "osd.0"), ("slow_disk", "osd.5"))],
+                                    late={4, 5}, late_polls=2, stable_s=1.0)
     with session:
         for s in soak.schedule.steps:
             soak._step(s)
@@ -219,7 +221,9 @@ def test_each_step_is_injected_held_healed_and_settled_through_the_ledger(target
     assert [t.index for t in soak.timings] == [1, 2]
     for t in soak.timings:
         assert t.t_quiet <= t.t_inject < t.t_heal <= t.t_clean and t.t_heal - t.t_inject >= 1.0 and not t.note
-    assert ("osds up", (4, 5, 6, 7)) in soak.cluster.calls  # rack1's OSDs back before the settle ends
+    # rack1's OSDs 4 and 5 came back two polls (seconds) after the heal: the settle waited for them
+    first = soak.timings[0]
+    assert first.t_clean - first.t_heal >= 1.5 and soak.timings[1].t_inject - first.t_clean >= 1.0  # + the stable second
     kinds = [e.kind for e in read_events(tl.dir) if e.kind.startswith(("fault.", "soak."))]
     assert kinds == ["soak.step", "fault.inject", "fault.heal", "soak.step", "fault.inject", "fault.inject",
                      "fault.heal", "fault.heal"]
@@ -235,13 +239,12 @@ def test_a_step_that_does_not_settle_stops_the_soak_with_its_fault_healed(target
 
 
 def test_an_osd_outside_the_steps_blast_radius_going_down_stops_the_soak(target, tmp_path) -> None:
-    cluster = FakeCluster(target)
-    cluster.down = {0}  # osd.0 is down while the step holds a power cut of rack2
-    soak, session, fake, tl = _soak(target, tmp_path, [step(1, ("rack_power_cut", "rack2"), hold=2)], cluster=cluster)
+    # osd.0 (rack0) goes down while the step holds a power cut of rack2
+    soak, session, fake, tl = _soak(target, tmp_path, [step(1, ("rack_power_cut", "rack2"), hold=2)], down_once_cut={0, 8})
     with session:
         with pytest.raises(DrillAborted, match=r"outside the blast radius went down: \[0\]"):
             soak._step(soak.schedule.steps[0])
-    assert FaultLedger(target.state_dir).pending() == []
+    assert FaultLedger(target.state_dir).pending() == [] and soak.timings[0].t_inject is not None
     assert [e.kind for e in read_events(tl.dir) if e.kind == "abort"] == ["abort"]
 
 

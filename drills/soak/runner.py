@@ -60,7 +60,6 @@ class SoakDrill(FaultDrill):
     timings: list[StepTiming] = field(default_factory=list)
     figures: list[StepFigures] = field(default_factory=list)
     s3_lost: LostWrites | None = None
-    s3_notes: list[str] = field(default_factory=list)
     t_started: float = field(default_factory=time.time)
     # A settle counts once the step's OSDs are up and every PG active+clean for this long: the osdmap and the mgr's
     # pgmap lag the heal by seconds (a power cut healed before the cluster noticed is marked down at the reboot).
@@ -114,11 +113,8 @@ class SoakDrill(FaultDrill):
         with self._s3_clients():
             self._warmup_and_baseline(pace)
             d.phase("degraded", seed=self.schedule.params.seed, steps=len(self.schedule.steps))
-            try:
-                for step in self.schedule.steps:
-                    self._step(step)
-            finally:
-                self.t_heal = time.time()
+            for step in self.schedule.steps:
+                self._step(step)
             d.phase("recovery")
             t0 = time.monotonic()
             c.wait_for_clean(timeout=pace.clean_timeout)

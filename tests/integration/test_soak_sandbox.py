@@ -99,7 +99,12 @@ def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
         for c in children.get(todo.pop(), []):
-            out.append(c)
+            try:
+                comm = (Path("/proc") / str(c) / "comm").read_text().strip()
+            except OSError:
+                continue
+            if not comm.startswith(("ceph-", "radosgw")):  # a daemon a heal started is the sandbox's, not the soak's
+                out.append(c)
             todo.append(c)
     return out
 

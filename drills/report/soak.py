@@ -27,7 +27,7 @@ class SoakView:
     planned_s: float
     wall_s: float
     timing_note: str
-    replay: str
+    replay: str  # the command that draws the schedule again
     rows: list[SoakRow] = field(default_factory=list)
 
 
@@ -45,4 +45,4 @@ def soak_view(run_dir: str | Path, drill: str, origin: float) -> SoakView | None
             for f in d.get("figures", [])]
     return SoakView(d.get("seed", 0), d.get("fingerprint", ""), len(schedule.get("steps", [])),
                     sum(1 for s in d.get("steps", []) if s.get("t_inject") is not None), d.get("planned_s", 0.0),
-                    d.get("wall_s", 0.0), d.get("timing_note", ""), schedule.get("replay", ""), rows)
+                    d.get("wall_s", 0.0), d.get("timing_note", ""), schedule.get("command", ""), rows)

@@ -288,8 +288,10 @@ class Schedule:
 
     @property
     def fingerprint(self) -> str:
-        """Identical for identical schedules: the seed, parameters, topology, pools and every step."""
-        text = json.dumps({k: v for k, v in self.to_dict().items() if k != "fingerprint"}, sort_keys=True)
+        """Identical for identical schedules: the seed, the parameters, the topology and every step. The pools are
+        recorded beside it, not in it: they count through the steps they admit (a pool radosgw creates on its first
+        bucket, with the same size and failure domain, changes nothing)."""
+        text = json.dumps({k: v for k, v in self.to_dict().items() if k not in ("fingerprint", "pools")}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,7 +302,7 @@ class Schedule:
 
     def record(self) -> dict[str, Any]:
         """What goes into the run directory (soak-schedule.json) and the report."""
-        return {**self.to_dict(), "fingerprint": self.fingerprint,
+        return {**self.to_dict(), "fingerprint": self.fingerprint, "command": self.params.command(),
                 "replay": f"the same seed ({self.params.seed}) with the same parameters, target and pools draws this "
                           "schedule again; timing differs from run to run (each settle lasts as long as the cluster takes)"}
 
@@ -311,14 +313,22 @@ class Schedule:
                f"{p.duration_s / 60:.1f} min asked; fingerprint {self.fingerprint}",
                f"  kinds: {', '.join(p.kinds)}; hold {p.hold[0]:g}-{p.hold[1]:g} s, quiet {p.quiet[0]:g}-{p.quiet[1]:g} s, "
                f"settle bound {p.settle_s:g} s, at most {p.max_concurrent} fault(s) at once",
-               "  pools: " + (", ".join(f"{x.name} (size {x.size}, min_size {x.min_size}, {x.failure_domain})" for x in self.pools)
-                              or "none given")]
+               "  pools: " + (_pools_text(self.pools) or "none given")]
         at = 0.0
         for s in self.steps:
             out.append(f"  {s.index:3d}. t+{at / 60:5.1f} min  quiet {s.quiet_s:3.0f} s, then {s.label(target)} "
                        f"held {s.hold_s:.0f} s, heal, settle")
             at += s.estimate_s
         return out
+
+
+def _pools_text(pools: Sequence[PoolSpec]) -> str:
+    """'rbd, drills (size 3, min_size 2, failure domain rack)': pools grouped by what the guard weighs."""
+    groups: dict[tuple[int, int, str], list[str]] = {}
+    for p in pools:
+        groups.setdefault((p.size, p.min_size, p.failure_domain), []).append(p.name)
+    return "; ".join(f"{', '.join(names)} (size {size}, min_size {min_size}, failure domain {domain}: "
+                     f"{size - min_size} {domain}(s) may be down)" for (size, min_size, domain), names in groups.items())
 
 
 def topology_of(target: Target) -> dict[str, Any]:

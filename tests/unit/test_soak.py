@@ -53,6 +53,9 @@ def test_the_same_seed_draws_the_same_schedule_and_another_seed_another(target) 
     assert draw_schedule(params(kinds="slow_disk,daemon_kill"), target, RACK).fingerprint == \
         draw_schedule(params(kinds="daemon_kill,slow_disk"), target, RACK).fingerprint
     assert draw_schedule(params(hold="20s..61s"), target, RACK).fingerprint != a.fingerprint
+    # a pool radosgw makes on its first bucket, weighed the same, draws the same schedule
+    more = draw_schedule(params(), target, [*RACK, PoolSpec("default.rgw.buckets.data", 3, 2, "rack")])
+    assert more.fingerprint == a.fingerprint and more.record()["pools"] != a.record()["pools"]
 
 
 def test_a_replay_through_the_environment_draws_what_the_command_line_drew(target) -> None:
@@ -387,6 +390,7 @@ def test_the_report_shows_the_seed_the_schedule_and_every_steps_figures(tmp_path
     html = render_run(run).read_text()
     assert "Soak: seed 7, 1 of" in html and schedule.fingerprint in html and "rack power cut rack2" in html
     assert "timing differs" in html and "0.10" in html  # IOPS 100 -> 10 during the fault
+    assert f"Replay: <code>{schedule.params.command()}" in html
 
 
 # --- drill soak's refusals ---------------------------------------------------------------------------

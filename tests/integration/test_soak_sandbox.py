@@ -72,7 +72,7 @@ def test_a_three_minute_soak_replays_its_seed_heals_every_fault_and_reports_each
         assert fig["t_inject"] is not None and not fig["note"], fig
         assert fig["held_s"] >= step["hold_s"] and fig["settle_s"] is not None
         assert fig["iops_before"] and fig["iops_before"] > 0 and fig["iops_during"] is not None
-        assert fig["p99_before_s"] is not None and fig["p99_during_s"] is not None
+        assert fig["p99_before_s"] is not None  # (during: None when no write completed while the fault held)
         assert fig["s3_put_rps_before"] is not None and fig["s3_errors"] is not None
 
     # the verdict (every output agrees), the read-back of both verifiers, and the report

@@ -143,7 +143,7 @@ SPECS: dict[str, ThresholdSpec] = {
                       "reads the faulty OSD repaired from replicas during the hold (its num_shards_repaired)"),
         # the soak (drills/soak/): per fault of the drawn schedule, checked per step (the worst decides, every breach named)
         ThresholdSpec("settle_time_max", DURATION, ("degraded",),
-                      "per soak step: the heal -> every OSD up and every PG active+clean"),
+                      "per soak step: the heal begins (power back, daemons started) -> every OSD up and every PG active+clean"),
         ThresholdSpec("fault_iops_ratio_min", RATIO, ("degraded",),
                       "per soak step: median client write IOPS while the fault was in force / in the quiet spell before it"),
         ThresholdSpec("fault_p99_latency_max", DURATION, ("degraded",),

@@ -8,7 +8,7 @@ time while SLOW_OPS, mark-downs, p99 and IOPS are recorded, heal, recovery, afte
 module (`drills/test_<name>.py`) is three lines that take its test from here, so node ids
 (`-k test_osd_kill`, `--rerun-failed` of older runs) stay as they were.
 Suites, the dry-run plan and admission read the catalogue, never a list typed elsewhere.
-Drills with their own runbook (smoke, controlled_restart, concurrent_restore, oom_chain_reaction) are
+Drills with their own runbook (smoke, controlled_restart, concurrent_restore, oom_chain_reaction, soak) are
 listed in `SUITES` by module.
 """
 
@@ -186,6 +186,7 @@ BY_NAME = {d.name: d for d in RUNBOOK_DRILLS}
 
 SMOKE, RESTORE = "drills.test_smoke", "drills.test_concurrent_restore"
 CONTROLLED_RESTART, OOM_CHAIN = "drills.test_controlled_restart", "drills.test_oom_chain_reaction"
+SOAK = "drills.test_soak"  # the seeded chaos soak (drills/soak/): `drill soak`, and 20 minutes of it in the full suite
 
 
 def _runbook(suite: str, *names: str) -> list[str]:
@@ -200,7 +201,8 @@ SUITES: dict[str, list[str]] = {
                 *_runbook("nightly", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE],
     "full": [SMOKE, *_runbook("full", "rack_power_cut"), CONTROLLED_RESTART,
              *_runbook("full", "osd_kill", "hung_osd", "host_power_cut", "rack_partition"),
-             *_runbook("full", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE, OOM_CHAIN],
+             *_runbook("full", "slow_osd", "slow_link", "flapping_host", "eio_read"), RESTORE, OOM_CHAIN, SOAK],
+    "soak": [SOAK],  # what `drill soak` runs (its length and seed from DRILL_SOAK_*)
 }
 
 

@@ -24,6 +24,7 @@ from drills.report import cli as report_cli
 from drills.restart import cli as restart_cli
 from drills.restore import cli as restore_cli
 from drills.sandbox import cli as sandbox_cli
+from drills.soak import cli as soak_cli
 from drills.sandbox.spec import SandboxError, default_target_path
 from drills.target import TargetError
 from drills.thresholds import ThresholdsError
@@ -57,6 +58,7 @@ def build_parser() -> ArgParser:
     faults_cli.add_parser(sub, default_target_path())
     restart_cli.add_parser(sub, default_target_path())
     preflight_cli.add_parser(sub, default_target_path())
+    soak_cli.add_parser(sub, default_target_path())  # drill soak
     _name_leaf_parsers(p)
     return p
 

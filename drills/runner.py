@@ -24,14 +24,15 @@ BY_MODULE = {d.module: d for d in RUNBOOK_DRILLS}
 
 # Phase lengths (drills/scenario.py Pace) and drill sizes per suite: smoke keeps a run to minutes;
 # nightly and full run the restore drill at the bug's size (41 restores).
-SUITE_PACE = {"smoke": "smoke", "nightly": "nightly", "full": "full"}
+SUITE_PACE = {"smoke": "smoke", "nightly": "nightly", "full": "full", "soak": "smoke"}
 # Per-drill safety net against a hang (pytest-timeout), whatever the caller's working directory: a drill
 # at nightly/full pace runs well past the 900 s a smoke-sized one needs.
-SUITE_TIMEOUT_S = {"smoke": 900, "nightly": 3600, "full": 5400}
+SUITE_TIMEOUT_S = {"smoke": 900, "nightly": 3600, "full": 5400, "soak": 3600}  # `drill soak` sets its own
 SUITE_ENV: dict[str, dict[str, str]] = {
     "smoke": {"DRILL_RESTORE_COUNT": "4", "DRILL_RESTORE_VOLUME_MIB": "16", "DRILL_RESTORE_CHUNK_MIB": "4", "DRILL_RESTORE_RAW_SECONDS": "5"},
     "nightly": {},
-    "full": {"DRILL_RESTORE_FAULT": "rack_power_cut:rack1"},
+    "full": {"DRILL_RESTORE_FAULT": "rack_power_cut:rack1", "DRILL_SOAK_DURATION": "20min"},
+    "soak": {},
 }
 
 
@@ -72,6 +73,9 @@ def print_plan(t: Target, suite: str, modules: list[str], thresholds: str | None
             print(f"    restores: {env.get('DRILL_RESTORE_COUNT', '41')} x {env.get('DRILL_RESTORE_VOLUME_MIB', '128')} MiB volumes, "
                   f"{env.get('DRILL_RESTORE_CHUNK_MIB', '64')} MiB zlib chunks, budget {env.get('DRILL_RESTORE_BUDGET', '256MiB')}; "
                   f"fault: {env.get('DRILL_RESTORE_FAULT') or 'none'}")
+        elif make_fault is None and hasattr(mod, "planned_faults"):  # faults of its own (the soak): its notes say which
+            for line in mod.plan_notes(t):
+                print(f"    {line}")
         elif make_fault is None:
             print("    fault: none (non-destructive)")
             print("    workloads: fio rbd 4k randwrite + verifying writer (RADOS)")
@@ -139,7 +143,7 @@ def rerun_failed(run_dir: str, report_dir: str, dry_run: bool, extra: list[str],
 
 
 def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, dry_run: bool, extra: list[str],
-              skip_destructive: bool = False, modules: list[str] | None = None) -> int:
+              skip_destructive: bool = False, modules: list[str] | None = None, timeout_s: int | None = None) -> int:
     import pytest
 
     if suite not in SUITES:
@@ -156,7 +160,7 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
     if dry_run:
         try:
             print_plan(t, suite, modules, thresholds, out)
-        except (ThresholdsError, TargetError, FaultError) as e:
+        except (ThresholdsError, TargetError, FaultError, Refused) as e:
             print(f"drill: error: {e}", file=sys.stderr)
             return 2
         return 0
@@ -179,7 +183,7 @@ def run_suite(target: str, suite: str, thresholds: str | None, report_dir: str, 
         f"--run-id={run_id}",
         f"--junitxml={out / run_id / 'junit.xml'}",
         "-o", "console_output_style=classic",
-        "-o", f"timeout={SUITE_TIMEOUT_S[suite]}",
+        "-o", f"timeout={timeout_s or SUITE_TIMEOUT_S[suite]}",
         *([f"--thresholds={thresholds}"] if thresholds else []),
         *(["--skip-destructive"] if skip_destructive else []),
         *extra,
@@ -211,7 +215,7 @@ def run_exit_code(pytest_rc: int, run_dir: Path) -> int:
 def add_parser(sub: argparse._SubParsersAction, default_target: str) -> None:
     run = sub.add_parser("run", help="run a drill suite against a target and write the report")
     run.add_argument("--target", default=default_target)
-    run.add_argument("--suite", default="smoke", help="smoke | nightly | full (default smoke)")
+    run.add_argument("--suite", default="smoke", help="smoke | nightly | full | soak (default smoke)")
     run.add_argument("--thresholds", default=None, help="thresholds TOML (default: the shipped one)")
     run.add_argument("--report-dir", default="reports")
     run.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")

@@ -230,10 +230,15 @@ class FaultDrill:
     restore: Callable[[Fault], None] | None = None
 
     def run(self) -> DrillOutcome:
-        d, c, t, pace = self.drill, self.cluster, self.target, self.pace
-        c.wait_for_clean(timeout=pace.clean_timeout)
-        fault = self.make_fault(t)
+        self.cluster.wait_for_clean(timeout=self.pace.clean_timeout)
+        fault = self.make_fault(self.target)
         down = set(fault.takes_down().osds())
+        return self.with_workloads(lambda fio: self._phases(fault, down, self.pace, fio))
+
+    def with_workloads(self, body: Callable[[FioRunner], None]) -> DrillOutcome:
+        """fio (rbd, verify headers) and the verifying writer run while `body(fio)` drives the phases; then
+        every acknowledged write is read back, fio's blocks verified, and the run's figures measured."""
+        d, c, t = self.drill, self.cluster, self.target
         job = FioJob(name=f"{d.name}-randwrite", rw="randwrite", bs="4k", iodepth=16, runtime=24 * 3600, size="256M",
                      ioengine="rbd", pool=t.cluster.rbd_pool, rbdname=self.image,
                      clientname=t.cluster.client.removeprefix("client."), conf=t.cluster.conf,
@@ -248,7 +253,7 @@ class FaultDrill:
                 fio = start_job(job, d.timeline)
                 writer.start()
                 try:
-                    self._phases(fault, down, pace, fio)
+                    body(fio)
                 finally:
                     writer.stop()
                     result = fio.stop()

@@ -21,6 +21,7 @@ from drills.model import ARTICLE_COSTS, Topology, failure_domain_table
 from drills.report import analysis as an
 from drills.report.record import DrillRecord, build_record, read_run_config
 from drills.report.results import DrillResult, ResultsError, read_drill_results
+from drills.report.soak import SoakView, soak_view
 from drills.report.svg import Band, HLine, Line, Marker, format_number, line_chart
 from drills.thresholds import DURATION, SHIPPED_DEFAULTS, SIZE, SPECS, Check, format_value
 from drills.timeline import Event, Sample, read_events, read_meta, read_series
@@ -117,6 +118,7 @@ class DrillView:
     missing_metrics: list[str]
     measurements: list[tuple[str, str, str]] = field(default_factory=list)  # unchecked extras
     record: DrillRecord | None = None  # the drill record that opens the section (drills/report/record.py)
+    soak: SoakView | None = None  # the soak's seed, schedule and per-fault figures (drills/report/soak.py)
 
 
 def render_run(run_dir: str | Path) -> Path:
@@ -134,6 +136,7 @@ def render_run(run_dir: str | Path) -> Path:
     config = read_run_config(run_dir)
     for view in drills:
         view.record = build_record(view.result, events, samples, meta, config) if view.result else None
+        view.soak = soak_view(run_dir, view.name, view.window.start)
     if not drills:  # no results file: still show what the timeline holds
         drills = [_drill_view(meta.get("run_id", run_dir.name), None, events, samples)]
     topology = _topology(meta)

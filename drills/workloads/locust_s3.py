@@ -153,6 +153,17 @@ class S3Endpoint:
         except KeyError as e:
             raise TargetError(f"[s3] credentials_file {target.s3.credentials_file}: no {e.args[0]}") from None
 
+    def client(self, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0, attempts: int = 1) -> Any:
+        """A boto3 S3 client of this endpoint (path-style addressing, as radosgw wants by default)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.url, aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
+                          retries={"total_max_attempts": attempts}, s3={"addressing_style": "path"}))
+
 
 # --------------------------------------------------------------------------------------------------
 # Per-second aggregation of the locustfile's records (pure logic)
@@ -329,15 +340,9 @@ def find_locust() -> str:
 
 def preflight(workload: S3Workload, endpoint: S3Endpoint, timeout_s: float = 5.0) -> None:
     """Make sure radosgw answers and the bucket exists; one-line errors naming workload and endpoint."""
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint.url, aws_access_key_id=endpoint.access_key,
-        aws_secret_access_key=endpoint.secret_key, region_name="us-east-1",
-        config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"total_max_attempts": 1},
-                      s3={"addressing_style": "path"}))
+    client = endpoint.client(timeout_s, timeout_s)
     where = f"s3 workload {workload.name!r}: radosgw at {endpoint.url}"
     try:
         try:

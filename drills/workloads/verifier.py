@@ -24,7 +24,8 @@ not) plus the few unacknowledged writes in full; every write also goes to a JSON
 first `MAX_PROBLEM_DETAILS` problems in detail.
 
 Backends (small interface, `VerifierBackend`): librados objects (one object per key, `aio_write` at
-the slot's offset, with a timeout) and an RBD image (one fixed-size region per key). `MemoryBackend`
+the slot's offset, with a timeout), an RBD image (one fixed-size region per key) and S3 objects through
+radosgw (one object per slot: S3 has no offset writes). `MemoryBackend`
 implements the same interface for unit tests of the checking logic, with hooks to damage data.
 """
 
@@ -421,6 +422,87 @@ class RbdImageBackend:
         """Test helper: one earlier write vanishes (its slot reads back as zeros)."""
         self.image.write(bytes(self.record_size), self.image_offset(index, slot * self.record_size))
         self.image.flush()
+
+
+class S3ObjectBackend:
+    """S3 objects (radosgw), one per slot: an S3 object cannot be written at an offset, so write n is a PUT of
+    its own object <prefix>/<key:06d>/<slot:08d>, and the check GETs every slot any write went to. Returning
+    from `write` means the PUT was acknowledged (HTTP 200), so the check reads back every acknowledged PUT.
+
+    `client` is a boto3 S3 client (`S3Endpoint.client`); its read timeout bounds a write. A slot whose object
+    does not exist reads as zeros (lost if its PUT was acknowledged); a key with no object at all as None.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.record_size = 0
+
+    def prepare(self, num_keys: int, record_size: int) -> int | None:
+        from botocore.exceptions import ClientError
+
+        self.record_size = record_size
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise VerifierError(f"S3 verifier: bucket {self.bucket}: {e}") from None
+            self.client.create_bucket(Bucket=self.bucket)
+        return None
+
+    def key(self, index: int, slot: int) -> str:
+        return f"{self.prefix}/{index:06d}/{slot:08d}"
+
+    def describe(self, index: int, offset: int = 0) -> str:
+        return f"s3://{self.bucket}/{self.key(index, offset // max(1, self.record_size))}"
+
+    def write(self, index: int, offset: int, data: bytes, timeout_s: float) -> None:
+        from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+        key = self.key(index, offset // self.record_size)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except (ReadTimeoutError, ConnectTimeoutError) as e:
+            raise WriteTimeout(f"PUT {key}: {e}") from None
+
+    def read(self, index: int, offset: int, length: int, timeout_s: float) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        first, count = offset // self.record_size, max(1, length // self.record_size)
+        parts: list[bytes] = []
+        found = False
+        for slot in range(first, first + count):
+            key = self.key(index, slot)
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    parts.append(bytes(self.record_size))
+                    continue
+                raise ReadFailed(f"GET {key}: {e}") from None
+            except BotoCoreError as e:
+                raise ReadFailed(f"GET {key}: {e}") from None
+            found = True
+            parts.append(body[:self.record_size].ljust(self.record_size, b"\0"))
+        return b"".join(parts) if found else None
+
+    def remove(self, index: int) -> None:
+        for key in self._keys(f"{self.prefix}/{index:06d}/"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def cleanup(self) -> int:
+        """Delete every object the verifier wrote (after the check); returns how many."""
+        keys = list(self._keys(f"{self.prefix}/"))
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                                   "Quiet": True})
+        return len(keys)
 
 
 def remove_behind_verifier(backend: VerifierBackend, index: int) -> None:

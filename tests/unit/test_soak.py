@@ -128,7 +128,7 @@ def test_a_duration_of_exactly_one_step_gets_one_step(target) -> None:
 def test_the_dry_run_lines_name_every_step(target) -> None:
     s = draw_schedule(params(duration="10min"), target, RACK)
     lines = s.lines(target)
-    assert f"seed 7" in lines[0] and s.fingerprint in lines[0]
+    assert "seed 7" in lines[0] and s.fingerprint in lines[0]
     assert len([line for line in lines if " held " in line]) == len(s.steps)
     record = s.record()
     assert record["fingerprint"] == s.fingerprint and "timing differs" in record["replay"]

@@ -26,7 +26,7 @@ enforces the budget. Runbook: three rounds with the same fault and the same writ
 
 Knobs: DRILL_RACK (default the last rack), DRILL_OOM_OBJECTS (default 100000), DRILL_OOM_BUDGET (a size: run
 both rounds there, no probe; default: picked from the probe), DRILL_OOM_ALONE_FACTOR (default 1.15) and
-DRILL_OOM_WINDOW_POSITION (0..1, default 0.5) for the pick, DRILL_OOM_SURVIVOR_BUDGET (the other hosts'
+DRILL_OOM_WINDOW_POSITION (0..1, default 0.4) for the pick, DRILL_OOM_SURVIVOR_BUDGET (the other hosts'
 and the probe's limit, default 3GiB), DRILL_OOM_BOUND (seconds to wait for HEALTH_OK, default 600),
 DRILL_OOM_LINGER (seconds the all-at-once round goes on once an OSD is at its start limit, default 60),
 DRILL_OOM_WAIT (what the controlled start waits for before the next OSD: clean, the article's "wait until it
@@ -223,7 +223,7 @@ def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
     linger = _env_float("DRILL_OOM_LINGER", "60")
     need_margin = _env_float("DRILL_OOM_NEED_MARGIN", "1.1")
     wcfg = WindowConfig(need_margin=need_margin, alone_factor=_env_float("DRILL_OOM_ALONE_FACTOR", "1.15"),
-                        position=_env_float("DRILL_OOM_WINDOW_POSITION", "0.5"))
+                        position=_env_float("DRILL_OOM_WINDOW_POSITION", "0.4"))
     ops = SandboxHostOps(t, drill_faults.host_access)
     osd_hosts = [h for h in t.hosts if h.osd_ids]
     cgroups = {h.name: HostCgroup.of(spec.prefix, h.name).create(survivor_budget) for h in osd_hosts}

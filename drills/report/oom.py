@@ -31,7 +31,7 @@ STATE_COLORS = {"held": "#e0e0e0", "running": "#ffcc80", "up": "#81c784", "kille
                 "start limit": "#7f0000", "stopped": "#bdbdbd"}
 STATE_WORDS = {"held": "held (not started)", "running": "running, not yet up", "up": "up",
                "killed": "down after an OOM kill", "start limit": "left down at the start limit",
-               "stopped": "stopped (probe restart)"}
+               "stopped": "stopped (probe)"}
 MiB = 1 << 20
 
 
@@ -101,7 +101,8 @@ def build_oom_view(events: Sequence[Event], samples: Sequence[Sample]) -> OomVie
 
 
 def _kills(r: str, events: Sequence[Event]) -> list[Event]:
-    return [e for e in events if e.kind == "oom.kill" and _round_of(e) == r]
+    """The drill's own kill events (with the pid); the controlled start's count of the same kill has none."""
+    return [e for e in events if e.kind == "oom.kill" and _round_of(e) == r and "pid" in e.data]
 
 
 def _round_row(r: str, start: Event, events: Sequence[Event], samples: Sequence[Sample], hosts: list[str]) -> RoundRow:

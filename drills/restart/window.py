@@ -24,7 +24,7 @@ and per host the all-at-once peak of the host's anonymous memory. From those, pe
 
             ceiling = min(all-at-once host peak, sum(held) - max over k of (held[k] - restarted[k]))
 
-The budget is placed at ``position`` between floor and ceiling (0.5: the middle). A window exists when
+The budget is placed at ``position`` between floor (0) and ceiling (1), 0.4 by default. A window exists when
 the ceiling is above the floor; the drill judges its width, ceiling / floor, against
 ``budget_window_ratio_min`` (drills/default_thresholds.toml).
 """
@@ -56,7 +56,7 @@ class HostProbe:
 class WindowConfig:
     need_margin: float = 1.1  # the controlled start's margin on a learned need (RestartConfig.need_margin)
     alone_factor: float = 1.15  # an OSD alone peaks this much higher than among the others (measured 1.01-1.12)
-    position: float = 0.5  # where the budget sits between floor (0) and ceiling (1)
+    position: float = 0.4  # where the budget sits between floor (0) and ceiling (1): nearer the floor, whose margins are wider
 
     def __post_init__(self) -> None:
         if self.need_margin < 1.0 or self.alone_factor < 1.0:

@@ -79,10 +79,10 @@ def test_report_view_puts_the_rounds_side_by_side():
     budgets = {"r3h1": 800 * M}
     events = [
         _ev(100, "oom.power_on", "p", round="uncontrolled", budgets=budgets),
-        _ev(130, "oom.kill", "k", round="uncontrolled", host="r3h1", daemon="osd.10"),
+        _ev(130, "oom.kill", "k", round="uncontrolled", host="r3h1", daemon="osd.10", pid=7),
         _ev(150, "supervisor.start", "s", round="uncontrolled", daemon="osd.10"),
-        _ev(170, "oom.kill", "k", round="uncontrolled", host="r3h1", daemon="osd.10"),
-        _ev(200, "oom.kill", "k", round="uncontrolled", host="r3h1", daemon="osd.10"),
+        _ev(170, "oom.kill", "k", round="uncontrolled", host="r3h1", daemon="osd.10", pid=7),
+        _ev(200, "oom.kill", "k", round="uncontrolled", host="r3h1", daemon="osd.10", pid=7),
         _ev(201, "supervisor.start_limit", "l", round="uncontrolled", daemon="osd.10"),
         _ev(262, "oom.never", "n", round="uncontrolled", bound=600, seconds=162, reason="osd.10 left down at the start limit"),
         _ev(263, "oom.round_end", "e", round="uncontrolled"),
@@ -96,6 +96,7 @@ def test_report_view_puts_the_rounds_side_by_side():
             used=415 * M, budget=800 * M, available=385 * M, need=440 * M, reason="w2"),
         _ev(1077, "restart.decision", "restart osd.9", round="controlled", action="restart", daemon="osd.9", host="r3h1",
             used=415 * M, budget=800 * M, available=385 * M, need=440 * M, reason="biggest"),
+        _ev(1100, "oom.kill", "OOM kill on r3h1", round="controlled", host="r3h1"),  # the orchestrator's count: no pid
         _ev(1300, "oom.health_ok", "ok", round="controlled", seconds=300),
         _ev(1301, "oom.round_end", "e", round="controlled"),
     ]

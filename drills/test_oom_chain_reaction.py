@@ -81,7 +81,7 @@ PG_LOG_SETTINGS = {
     "osd_recovery_sleep": "0",
     "osd_recovery_sleep_hdd": "0",
 }
-POOL_PGS = 32
+POOL_PGS = 64  # spreads the pool more evenly over a host's OSDs than 32: the window is set by the biggest OSD
 RESTART_SETTLE_S = 15  # the probe's restarted OSDs are watched this long after clean (they grow back under IO)
 
 

@@ -120,6 +120,8 @@ class RoundResult:
     peak_rss: dict[str, int] = field(default_factory=dict)
     held_rss: dict[str, int] = field(default_factory=dict)  # probe: RSS once clean, before the restart
     restarted_rss: dict[str, int] | None = None  # probe: peak RSS after the restart (None until it starts)
+    held_anon: dict[str, int] = field(default_factory=dict)  # the same two without file-backed pages
+    restarted_anon: dict[str, int] = field(default_factory=dict)
     restart: RestartResult | None = None
     start_limit: list[str] = field(default_factory=list)  # OSDs the supervisor left down at the start limit
 
@@ -143,6 +145,16 @@ def _rss(spec, daemon: str) -> int | None:
         return psutil.Process(pid).memory_info().rss if pid else None
     except psutil.Error:
         return None
+
+
+def _anon(spec, daemon: str) -> int | None:
+    """RSS less its file-backed and shared pages (statm's shared): the daemon's heap, as the cgroup charges it."""
+    pid = hostctl.daemon_pid(spec, daemon)
+    try:
+        m = psutil.Process(pid).memory_info() if pid else None
+    except psutil.Error:
+        return None
+    return None if m is None else max(0, m.rss - m.shared)
 
 
 def _write_objects(cluster: CephCluster, pool: str, n: int, tag: str) -> None:
@@ -191,6 +203,9 @@ def _watch(spec, target: Target, cluster: CephCluster, timeline, round_name: str
                 r = _rss(spec, d)
                 if r and restarting:
                     out.restarted_rss[d] = max(out.restarted_rss.get(d, 0), r)
+                    a = _anon(spec, d)
+                    if a:
+                        out.restarted_anon[d] = max(out.restarted_anon.get(d, 0), a)
                 elif r:
                     out.peak_rss[d] = max(out.peak_rss.get(d, 0), r)
                 if tick and d.startswith("osd."):
@@ -312,9 +327,9 @@ def test_oom_chain_reaction(drill, drill_cluster, drill_target, drill_faults):
         p = rounds["probe"]
         drill.note(f"probe (all at once, no limit): {len(p.oom_kills)} OOM kill(s), {health_text(p)}; host peak "
                    + ", ".join(f"{h} {mib(v)}" for h, v in sorted(p.peak_used.items()))
-                   + "; per OSD peak / held once clean / restarted: "
-                   + ", ".join(f"{d} {mib(p.peak_rss.get(d))} / {mib(p.held_rss.get(d))} / {mib((p.restarted_rss or {}).get(d))}"
-                               for d in rack_osds))
+                   + "; per OSD RSS peak / held once clean / restarted (heap: held / restarted): "
+                   + ", ".join(f"{d} {mib(p.peak_rss.get(d))} / {mib(p.held_rss.get(d))} / {mib((p.restarted_rss or {}).get(d))} "
+                               f"({mib(p.held_anon.get(d))} / {mib(p.restarted_anon.get(d))})" for d in rack_osds))
     drill.note(f"uncontrolled start: {len(unc.oom_kills)} OOM kill(s) ({kills_text(unc)}; {repeat_kills(unc.oom_kills)} of an OSD "
                f"killed before), {health_text(unc)}"
                + (f"; start limit hit: {', '.join(unc.start_limit)}" if unc.start_limit else "")
@@ -354,7 +369,7 @@ def _host_probe(h, probe: RoundResult) -> HostProbe:
         peak, held, restarted = probe.peak_rss.get(d), probe.held_rss.get(d), (probe.restarted_rss or {}).get(d)
         if not (peak and held and restarted):
             raise RuntimeError(f"probe: {d} not measured (peak {peak}, held {held}, restarted {restarted})")
-        osds.append(OsdProbe(d, peak, held, restarted))
+        osds.append(OsdProbe(d, peak, held, restarted, probe.held_anon.get(d), probe.restarted_anon.get(d)))
     if not probe.peak_used.get(h.name):
         raise RuntimeError(f"probe: host {h.name}'s memory not measured")
     return HostProbe(h.name, tuple(osds), probe.peak_used[h.name])
@@ -483,6 +498,7 @@ def _probe_restarts(out: RoundResult, drill, cluster: CephCluster, ops: SandboxH
     if supervisor is not None:
         supervisor.stop()  # a restart is not a death to answer
     out.held_rss = {d: r for _, d in rack_osds if (r := _rss(spec, d))}
+    out.held_anon = {d: a for _, d in rack_osds if (a := _anon(spec, d))}
     for h, d in rack_osds:
         ops.stop(h, d)
     for h, d in rack_osds:

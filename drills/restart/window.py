@@ -17,7 +17,8 @@ and per host the all-at-once peak of the host's anonymous memory. From those, pe
 
             floor = max over k of  sum(restarted[j] for j < k) + max(margin x max(alone[j] for j < k), alone[k])
 
-    cascade ceiling (the window's top): the memory the OSDs hold once recovered (sum of held), less the
+    cascade ceiling (the window's top), in anonymous memory (RSS less file-backed pages) where the probe
+        has it: the memory the OSDs hold once recovered (sum of held), less the
         most that any one of them gives back when the kernel kills it and it comes back at its restarted
         size. Below it, every OOM kill leaves a killed OSD that cannot rejoin beside the others' held
         heaps without another kill; never above the all-at-once peak (above that nobody is killed):
@@ -43,6 +44,18 @@ class OsdProbe:
     peak: int  # bytes: RSS peak while all started at once
     held: int  # bytes: RSS once clean, not restarted
     restarted: int  # bytes: RSS peak after a restart once clean
+    # The same two as anonymous memory (RSS less its file-backed pages: the binary and libraries, shared
+    # and charged to the host's cgroup once), which is what fills the budget; None: use the RSS figures.
+    held_anon: int | None = None
+    restarted_anon: int | None = None
+
+    @property
+    def held_heap(self) -> int:
+        return self.held if self.held_anon is None else self.held_anon
+
+    @property
+    def restarted_heap(self) -> int:
+        return self.restarted if self.restarted_anon is None else self.restarted_anon
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,10 @@ def pick_window(probe: HostProbe, cfg: WindowConfig = WindowConfig()) -> Window:
         raise ValueError(f"host {probe.host}: no OSDs probed")
     steps = controlled_steps(probe.osds, cfg)
     floor = max(s.requirement for s in steps)
-    gives_back = max(probe.osds, key=lambda o: (o.held - o.restarted, o.daemon))
-    by_held = sum(o.held for o in probe.osds) - (gives_back.held - gives_back.restarted)
+    # The floor is in RSS, as the controlled start reckons its need; the ceiling in heaps (anonymous memory),
+    # as the kernel charges the host: counting each OSD's mapped binary again would lift it above the cascade.
+    gives_back = max(probe.osds, key=lambda o: (o.held_heap - o.restarted_heap, o.daemon))
+    by_held = sum(o.held_heap for o in probe.osds) - (gives_back.held_heap - gives_back.restarted_heap)
     ceiling, source = (by_held, "held") if by_held <= probe.all_at_once_peak else (probe.all_at_once_peak, "all-at-once peak")
     budget = int(floor + (ceiling - floor) * cfg.position) if ceiling > floor else int((floor + ceiling) / 2)
     return Window(probe.host, int(floor), int(ceiling), (budget // MiB) * MiB, tuple(steps), source, gives_back.daemon)

@@ -126,3 +126,11 @@ def test_report_view_puts_the_rounds_side_by_side():
 
 def test_report_view_absent_without_rounds():
     assert build_oom_view([_ev(1, "phase", "baseline")], []) is None
+
+
+def test_ceiling_counts_heaps_when_the_probe_has_them():
+    # RSS counts each OSD's mapped binary; the host's cgroup charges it once: the ceiling takes the heaps
+    osds = tuple(OsdProbe(f"osd.{i}", 330 * M, 330 * M, 150 * M, held_anon=300 * M, restarted_anon=120 * M) for i in range(4))
+    w = pick_window(HostProbe("r3h1", osds, 2000 * M), WindowConfig(need_margin=1.0, alone_factor=1.0))
+    assert w.ceiling == (4 * 300 - 180) * M  # heaps: 1200 held, a kill gives back 300 - 120
+    assert w.floor == (3 * 150 + 330) * M  # the controlled start's need stays in RSS, as it reckons it

@@ -27,7 +27,8 @@ enforces the budget. Runbook: three rounds with the same fault and the same writ
 Knobs: DRILL_RACK (default the last rack), DRILL_OOM_OBJECTS (default 100000), DRILL_OOM_BUDGET (a size: run
 both rounds there, no probe; default: picked from the probe), DRILL_OOM_ALONE_FACTOR (default 1.15) and
 DRILL_OOM_WINDOW_POSITION (0..1, default 0.4) for the pick, DRILL_OOM_SURVIVOR_BUDGET (the other hosts'
-and the probe's limit, default 3GiB), DRILL_OOM_BOUND (seconds to wait for HEALTH_OK, default 600),
+and the probe's limit, default 3GiB), DRILL_OOM_BOUND (seconds from power-on to wait for HEALTH_OK, default 600; half of it, at least 300 s, is what
+the controlled start gives one OSD to come up and recover),
 DRILL_OOM_LINGER (seconds the all-at-once round goes on once an OSD is at its start limit, default 60),
 DRILL_OOM_WAIT (what the controlled start waits for before the next OSD: clean, the article's "wait until it
 has synchronised", or peered), DRILL_OOM_NEED_MARGIN (the controlled start's margin on a learned start-up
@@ -433,7 +434,7 @@ def _round_in(out: RoundResult, pool: str, name: str, drill, cluster: CephCluste
             # Waiting for clean, not peered: a peered OSD keeps growing while it recovers (measured: 167 ->
             # 474 MiB in the minute after peering), so the next start would be decided on memory not yet used.
             cfg = RestartConfig(budgets, start_need=150 * MiB, wait=os.environ.get("DRILL_OOM_WAIT", "clean"),
-                                step_timeout_s=300, settle_s=15, need_margin=need_margin)
+                                step_timeout_s=max(300.0, bound / 2), settle_s=15, need_margin=need_margin)
             restart = ControlledRestart(ops, CephClusterOps(cluster), cfg,
                                         rack_osds, on_event=ev, on_sample=lambda m, v, labels: drill.timeline.sample(m, v, round=name, **labels))
             out.restart = restart.run()

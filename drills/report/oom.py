@@ -115,7 +115,8 @@ def _round_row(r: str, start: Event, events: Sequence[Event], samples: Sequence[
         health = f"HEALTH_OK after {float(ok.data.get('seconds', ok.t - start.t)):.0f} s"
     elif never is not None:
         reason = str(never.data.get("reason") or "")
-        health = f"never within {float(never.data.get('seconds') or never.data.get('bound') or 0):.0f} s" + (f" ({reason})" if reason else "")
+        # Ended early (an OSD left down at its start limit): say why, not a bound that did not run out.
+        health = f"never: {reason}" if reason else f"never within {float(never.data.get('bound') or 0):.0f} s"
     else:
         health = "not recorded"
     budgets = start.data.get("budgets") or {}

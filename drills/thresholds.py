@@ -118,6 +118,14 @@ SPECS: dict[str, ThresholdSpec] = {
         ThresholdSpec("uncontrolled_oom_kills_min", COUNT, ("recovery",),
                       "OOM kills when a rack's OSDs start all at once (oom_chain_reaction): fewer means the drill did not "
                       "reproduce the chain reaction it compares against"),
+        ThresholdSpec("uncontrolled_repeat_kills_min", COUNT, ("recovery",),
+                      "OOM kills, in the all-at-once round, of an OSD already killed once in it (killed again after its "
+                      "restart: the cascade of oom_chain_reaction)"),
+        ThresholdSpec("uncontrolled_health_ok_max", COUNT, ("recovery",),
+                      "1 if the all-at-once round reached HEALTH_OK within its bound, 0 if never (oom_chain_reaction)"),
+        ThresholdSpec("budget_window_ratio_min", RATIO, ("recovery",),
+                      "cascade ceiling / the controlled start's need, per host, from the probe (oom_chain_reaction): "
+                      "above 1 a budget exists where the all-at-once start cascades and the controlled one fits"),
         ThresholdSpec("held_osds_max", COUNT, ("recovery",),
                       "OSDs a controlled start left held because it stopped (budget cannot be met, an OOM kill)"),
         ThresholdSpec("osd_flaps_max", COUNT, _FAULTED,

@@ -254,6 +254,13 @@ def _sentence(key: str, limit: float, unit: str, phases: list[str], blast: Blast
         return _count_clause(limit, "no Ceph daemon is OOM-killed", "at most {n} Ceph daemons are OOM-killed") + f" {when}"
     if key == "uncontrolled_oom_kills_min":
         return f"starting the rack all at once OOM-kills at least {limit:.0f} daemon(s) (the chain reaction is reproduced)"
+    if key == "uncontrolled_repeat_kills_min":
+        return "starting the rack all at once OOM-kills an OSD again after its restart (the cascade)"
+    if key == "uncontrolled_health_ok_max":
+        return "the rack started all at once does not reach HEALTH_OK by itself within the bound"
+    if key == "budget_window_ratio_min":
+        return (f"the probe finds a budget where the all-at-once start cascades and the controlled one fits "
+                f"(cascade ceiling at least {limit:.3g}× the controlled start's need)")
     if key == "held_osds_max":
         return _count_clause(limit, "the controlled start leaves no OSD held", "the controlled start leaves at most {n} OSDs held")
     if key == "slow_ops_time_max":
@@ -698,6 +705,14 @@ _ACTIONS = {
                      "and start OSDs one at a time (drill restart)",
     "uncontrolled_oom_kills_min": "the all-at-once round did not reproduce the chain reaction: lower the per-host "
                                   "memory budget so the comparison shows something",
+    "uncontrolled_repeat_kills_min": "the all-at-once round's kills did not repeat: the killed OSDs came back and fit; "
+                                     "see the probe's window in the drill's notes (a higher DRILL_OOM_WINDOW_POSITION "
+                                     "is nearer the controlled start's need, a lower one nearer the cascade ceiling)",
+    "uncontrolled_health_ok_max": "the all-at-once round healed by itself: the budget was above the cascade; see the "
+                                  "probe's window in the drill's notes and docs/restart.md",
+    "budget_window_ratio_min": "no budget both cascades all at once and fits one at a time on this cluster: more OSDs "
+                               "per host, or more objects written while the rack is down (DRILL_OOM_OBJECTS), widens it "
+                               "(docs/restart.md)",
     "held_osds_max": "the controlled start stopped with OSDs held: see the drill's notes, then start them with "
                      "drill restart --target <target> --host <host> once the host has memory",
     "osd_flaps_max": "OSDs flapped: check the cluster network (MTU, packet loss) and osd_heartbeat_grace",

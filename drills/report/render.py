@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from drills.model import ARTICLE_COSTS, Topology, failure_domain_table
 from drills.report import analysis as an
+from drills.report.oom import build_oom_view
 from drills.report.record import DrillRecord, build_record, read_run_config
 from drills.report.results import DrillResult, ResultsError, read_drill_results
 from drills.report.soak import SoakView, soak_view
@@ -119,6 +120,7 @@ class DrillView:
     measurements: list[tuple[str, str, str]] = field(default_factory=list)  # unchecked extras
     record: DrillRecord | None = None  # the drill record that opens the section (drills/report/record.py)
     soak: SoakView | None = None  # the soak's seed, schedule and per-fault figures (drills/report/soak.py)
+    oom: Any = None  # the chain-reaction drill's rounds side by side (drills/report/oom.py), else None
 
 
 def render_run(run_dir: str | Path) -> Path:
@@ -233,7 +235,11 @@ def _drill_view(name: str, result: DrillResult | None, events: list[Event], samp
             for key, value in sorted(result.measurements[phase].items()):
                 if (phase, key) not in checked:
                     extras.append((phase, key, _measurement_text(key, value)))
+    oom = None
+    if any(e.kind == "oom.power_on" for e in evs):
+        oom = build_oom_view(evs, [s for s in samples if window.start <= s.t <= window.end])
     return DrillView(
+        oom=oom,
         name=name,
         verdict=result.verdict if result else "unchecked",
         window=window,

@@ -271,9 +271,16 @@ class ControlledRestart:
         self._host_by_name = {h.name: h for h, _ in self.daemons}
 
     # -- bookkeeping --
-    def _decision(self, d: Decision) -> None:
+    def _decision(self, d: Decision, mem: HostMemory | None = None, need: int | None = None, waited_s: float = 0.0) -> None:
+        """An event per decision, with the memory that justified it (the report's decision table)."""
         self.result.decisions.append(d)
-        self.on_event("restart.decision", f"{d.action.value} {d.daemon}", {"action": d.action.value, "daemon": d.daemon, "reason": d.reason})
+        data: dict[str, Any] = {"action": d.action.value, "daemon": d.daemon, "reason": d.reason}
+        if mem is not None:
+            data.update(host=mem.host, used=mem.used, budget=mem.budget, available=mem.available, rss=dict(mem.daemons),
+                        waited_s=round(waited_s, 1))
+        if need is not None:
+            data["need"] = need
+        self.on_event("restart.decision", f"{d.action.value} {d.daemon}", data)
 
     def _look(self, host: Host) -> HostMemory:
         mem = self.hosts.memory(host, self.config.budgets[host.name])
@@ -348,9 +355,10 @@ class ControlledRestart:
             if killed_on:
                 raise RestartError(f"the kernel OOM-killed a daemon on {', '.join(sorted(set(killed_on)))} while waiting to start {osd}")
             mem = self._look(host)
-            d = decide(osd, need, mem, waited_s=self.clock() - since, settle_s=self.config.settle_s,
+            waited = self.clock() - since
+            d = decide(osd, need, mem, waited_s=waited, settle_s=self.config.settle_s,
                        restarted=restarted, max_restarts=self.config.max_restarts_per_step, released=released)
-            self._decision(d)
+            self._decision(d, mem, need, waited)
             if d.action is Action.START:
                 self.hosts.start(host, osd)
                 self.result.started.append(osd)  # issued: a stop later still says it was started

@@ -4,18 +4,18 @@
    every drawn fault was injected and healed (timeline and ledger), each step settled, the block and object
    clients ran throughout and every acknowledged write (RADOS and S3 PUTs) read back, the report shows the seed
    and every step's figures;
- - a soak killed with -9 in the middle of a fault leaves it armed in the ledger, and `drill heal` undoes it.
+ - (a soak killed with -9 mid-fault leaves the fault in the ledger for `drill heal`, like any run of the fault
+   session: tests/integration/test_restart_sandbox.py kills `drill restart` with -9 and heals; a soak-specific
+   copy cost CI 2-3 minutes it does not have.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,8 +32,13 @@ SEED = os.environ.get("DRILLS_TEST_SOAK_SEED", "20261130")
 SOAK = ["--duration", "3min", "--seed", SEED, "--hold", "15s..30s", "--quiet", "10s..15s", "--settle", "5min"]
 
 
+# A 10 s warm-up, as the fault quartet in test_verdict_sandbox.py: the earlier tests have warmed the cluster.
+SHORT_WARMUP = {"DRILL_PACE_OVERRIDES": "warmup=10,warmup_max=10"}
+
+
 def drill(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "drills.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "drills.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **SHORT_WARMUP})
 
 
 @pytest.mark.timeout(2400)  # 3 minutes of faults, plus warm-up, settles and the read-back on a busy machine
@@ -85,60 +90,3 @@ def test_a_three_minute_soak_replays_its_seed_heals_every_fault_and_reports_each
     html = (run / "index.html").read_text()
     assert f"Soak: seed {SEED}" in html and planned["fingerprint"] in html
     assert "No acknowledged write was lost" in html
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (fio, locust: the soak's own children, some in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            try:
-                comm = (Path("/proc") / str(c) / "comm").read_text().strip()
-            except OSError:
-                continue
-            if not comm.startswith(("ceph-", "radosgw")):  # a daemon a heal started is the sandbox's, not the soak's
-                out.append(c)
-            todo.append(c)
-    return out
-
-
-def test_drill_heal_undoes_the_fault_a_killed_soak_left_armed(sandbox_spec, sandbox, sandbox_cluster, tmp_path):
-    sandbox_cluster.wait_for_clean(timeout=300)
-    target = str(sandbox_spec.target_path)
-    ledger = FaultLedger(load_target(target).state_dir)
-    reports = tmp_path / "reports"
-    args = ["--duration", "2min", "--seed", "7", "--faults", "power_cut", "--hold", "60s", "--quiet", "5s"]
-    proc = subprocess.Popen([sys.executable, "-m", "drills.cli", "soak", "--target", target, *args,
-                             "--report-dir", str(reports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None and not ledger.pending():
-            time.sleep(0.5)
-        assert ledger.pending(), "the soak never armed its fault"
-        time.sleep(3)  # the power cut is in force
-    finally:
-        below = _descendants(proc.pid)
-        proc.kill()  # kill -9: no heal runs
-        proc.wait()
-        for pid in below:  # its fio and locust, which a kill -9 of the runner leaves running
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    (pending,) = ledger.pending()
-    assert pending.kind == "power_cut"
-    host = pending.undo["hosts"][0]
-    p = drill("heal", "--target", target, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert ledger.pending() == [] and f"power cut {host}" in p.stdout
-    osds = set(load_target(target).host(host).osd_ids)
-    sandbox_cluster.wait_for_osds(up=osds, timeout=180)
-    sandbox_cluster.wait_for_clean(timeout=600)

@@ -8,7 +8,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from drills.faults.errors import HealFailed
 from drills.faults.interface import BackendResolver, HostBackend
@@ -37,6 +37,12 @@ class Outage:
 
     def osds(self) -> frozenset[int]:
         return frozenset(int(d.split(".", 1)[1]) for d in self.daemons if d.startswith("osd."))
+
+    @classmethod
+    def together(cls, faults: Iterable["Fault"]) -> "Outage":
+        """What faults in force together take down: their outages added up."""
+        outages = [f.takes_down() for f in faults]
+        return cls(frozenset().union(*(o.hosts for o in outages)), frozenset().union(*(o.daemons for o in outages)))
 
 
 # --- faults ----------------------------------------------------------------------

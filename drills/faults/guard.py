@@ -171,15 +171,9 @@ class FaultGuard:
         faults = list(faults)
         if len(faults) == 1:
             return self.check(faults[0], allow_unavailable=allow_unavailable)
-        hosts: set[str] = set()
-        daemons: set[str] = set()
-        for f in faults:
-            o = f.takes_down()
-            hosts |= o.hosts
-            daemons |= o.daemons
-            if f.destructive:
-                self.check_target()
-        impact = impact_of(self.target, Outage(frozenset(hosts), frozenset(daemons)))
+        if any(f.destructive for f in faults):
+            self.check_target()
+        impact = impact_of(self.target, Outage.together(faults))
         if not (allow_unavailable or self.allow_unavailable):
             reasons = self.unavailable_reasons(impact)
             if reasons:

@@ -353,13 +353,7 @@ def admissible(target: Target, pools: Sequence[PoolSpec], faults: Sequence[Fault
         if hosts & seen:
             return False
         seen |= hosts
-    hosts_down: set[str] = set()
-    daemons_down: set[str] = set()
-    for f in faults:
-        o = f.takes_down()
-        hosts_down |= o.hosts
-        daemons_down |= o.daemons
-    impact = impact_of(target, Outage(frozenset(hosts_down), frozenset(daemons_down)))
+    impact = impact_of(target, Outage.together(faults))
     return not FaultGuard(target, None, pools).unavailable_reasons(impact)
 
 

@@ -40,6 +40,7 @@ from drills.target import Target, TargetError, load_target
 from drills.telemetry.samplers import Sampler
 from drills.thresholds import Thresholds, ThresholdsError, load_thresholds
 from drills.timeline import Timeline
+from drills.workloads.reaper import WorkloadProcesses
 
 # Each room's fixtures live with the room; the core ones (target, cluster, run directory, timeline,
 # thresholds, the drill's recorder, its image) are below.
@@ -283,7 +284,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 def heal_leftovers(config: pytest.Config, target: Target) -> None:
-    """A session that drills a target first undoes faults a crashed run left armed on it, and says so."""
+    """A session that drills a target first stops the clients and undoes the faults a crashed run left
+    behind on it, and says so."""
+    reaped = WorkloadProcesses(target.state_dir).reap()
+    if reaped.stopped or reaped.failed:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            config.get_terminal_writer().line(f"ceph-drills: {reaped.summary()}", yellow=True)
+    if not reaped.ok:
+        raise pytest.UsageError(f"workloads of an earlier run on {target.path} could not be stopped: {reaped.summary()}")
     pending = FaultLedger(target.state_dir).pending()
     if not pending:
         return

@@ -33,6 +33,7 @@ from drills.target import Target
 from drills.timeline import read_events
 from drills.invariants import FioVerification
 from drills.workloads.fio import FioJob, FioRunner, start_job, verify_written
+from drills.workloads.reaper import WorkloadProcesses
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 
@@ -250,7 +251,7 @@ class FaultDrill:
             writer = VerifyingWriter(canary_backend(RadosObjectBackend(io, prefix=prefix), d),
                                      d.run_dir / f"{d.name}-verifier.jsonl", d.timeline, VerifierConfig(num_keys=64, rate_per_s=20, write_timeout_s=WRITE_TIMEOUT_S))
             with writer:
-                fio = start_job(job, d.timeline)
+                fio = start_job(job, d.timeline, processes=WorkloadProcesses(t.state_dir))
                 writer.start()
                 try:
                     body(fio)

@@ -234,6 +234,7 @@ def client_latency(drill_target: Target, cluster, image_names: list[str], label:
     import rbd
 
     from drills.workloads.fio import start_job
+    from drills.workloads.reaper import WorkloadProcesses
 
     name = f"drill-restore-client-{uuid.uuid4().hex[:8]}"
     with cluster.open_ioctx(drill_target.cluster.rbd_pool) as ioctx:
@@ -242,7 +243,7 @@ def client_latency(drill_target: Target, cluster, image_names: list[str], label:
     job = FioJob(name=f"restore-client-{label}", rw="randwrite", bs="4k", iodepth=4, runtime=3600, size="1024M",
                  ioengine="rbd", pool=drill_target.cluster.rbd_pool, rbdname=name,
                  clientname=drill_target.cluster.client.removeprefix("client."), conf=drill_target.cluster.conf)
-    runner = start_job(job)  # not on the timeline: the drill's own iops/p99 series stay the restores' cluster view
+    runner = start_job(job, processes=WorkloadProcesses(drill_target.state_dir))  # not on the timeline: the drill's own iops/p99 series stay the restores' cluster view
     latency = ClientLatency()
     try:
         yield latency

@@ -39,6 +39,7 @@ from drills.target import (
     dump_target,
     load_target,
 )
+from drills.workloads.reaper import WorkloadProcesses
 
 REQUIRED_BINARIES = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-authtool", "monmaptool", "radosgw", "radosgw-admin", "nft", "ip")
 MON_ID = "a"
@@ -699,7 +700,11 @@ def down(spec: SandboxSpec, log: Log = print, keep_dir: bool = False) -> DownRes
         step_seconds.append((name, now - last))
         last = now
 
-    killed = hostctl.kill_all(spec)
+    # a crashed run's clients first: a fio left writing to the sandbox's images would hang on its OSDs
+    reaped = WorkloadProcesses(spec.path / "state").reap(grace_s=3.0)
+    if reaped.stopped or reaped.failed:
+        log(f"sandbox down: {reaped.summary()}")
+    killed = hostctl.kill_all(spec) + len(reaped.stopped)
     step("processes killed")
 
     def remove_dir() -> list[str]:

@@ -211,6 +211,7 @@ class SoakDrill(FaultDrill):
         """locust's S3 mix (figures on the timeline) and a verifying writer of S3 PUTs, for the whole soak."""
         from drills.target import TargetError
         from drills.workloads.locust_s3 import LocustS3Runner, S3Endpoint, S3Workload, S3WorkloadError
+        from drills.workloads.reaper import WorkloadProcesses
         from drills.workloads.verifier import S3ObjectBackend, VerifierConfig, VerifyingWriter
 
         d = self.drill
@@ -227,7 +228,8 @@ class SoakDrill(FaultDrill):
         workload = S3Workload(name=f"soak-{tag}", users=S3_USERS, runtime_s=7 * 24 * 3600, object_size="16KiB",
                               mix={"put": 2, "get": 2, "delete": 1}, keys_per_user=50, rate_per_user=S3_RATE_PER_USER)
         backend = S3ObjectBackend(endpoint.client(5.0, S3_WRITE_TIMEOUT_S), f"drills-soak-verify-{tag}", f"soak-{tag}")
-        locust = LocustS3Runner(workload, endpoint, d.timeline, workdir=d.run_dir / f"locust-{tag}")
+        locust = LocustS3Runner(workload, endpoint, d.timeline, workdir=d.run_dir / f"locust-{tag}",
+                                processes=WorkloadProcesses(self.target.state_dir))
         writer = VerifyingWriter(backend, d.run_dir / f"{d.name}-s3-verifier.jsonl", d.timeline,
                                  VerifierConfig(num_keys=16, rate_per_s=S3_VERIFIER_RATE, write_timeout_s=S3_WRITE_TIMEOUT_S),
                                  name="s3-verifier")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from drills.timeline import Timeline
+from drills.workloads.reaper import WorkloadProcesses
 from drills.workloads.spec import workload_fields
 
 DIRECTIONS = ("read", "write", "trim")
@@ -625,9 +626,10 @@ class FioRunner:
     def __init__(self, job: FioJob, timeline: Timeline | None = None, *,
                  clients: Sequence[str | tuple[str, int]] | None = None, fio_binary: str = "fio",
                  status_interval_s: int = 1, workdir: str | Path | None = None,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, processes: WorkloadProcesses | None = None):
         self.job = job
         self.timeline = timeline
+        self.processes = processes  # where a crashed runner's fio is found again (drill heal)
         self.fio_binary = fio_binary
         self.status_interval_s = status_interval_s
         self.clients = [_split_host(h) for h in clients] if clients else []
@@ -674,13 +676,17 @@ class FioRunner:
         cmd[0] = binary
         self._started_at = time.time()
         try:
+            # a session of its own: the runner stops it (SIGINT) when it chooses, and a reaper can end
+            # fio and its job processes together after the runner is gone
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          cwd=self._workdir, env=env, bufsize=1)
+                                          cwd=self._workdir, env=env, bufsize=1, start_new_session=True)
         except OSError as e:
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
             raise FioError(f"fio workload {self.job.name!r}: cannot run {binary}: {e}") from e
+        if self.processes is not None:
+            self.processes.register(self._proc.pid, f"fio:{self.job.name}", cmd)
         self._threads = [threading.Thread(target=self._read_stdout, name=f"fio-{self.job.name}-out", daemon=True),
                          threading.Thread(target=self._read_stderr, name=f"fio-{self.job.name}-err", daemon=True)]
         for th in self._threads:
@@ -738,6 +744,8 @@ class FioRunner:
             self._abandon()  # interrupted (SIGTERM, Ctrl-C): fio must not outlive the caller, nor its readers
             raise
         finally:
+            if self.processes is not None and self._proc.poll() is not None:
+                self.processes.forget(self._proc.pid)
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from drills.target import Target, TargetError
 from drills.timeline import Timeline
+from drills.workloads.reaper import WorkloadProcesses
 from drills.units import parse_bytes
 from drills.workloads.spec import workload_fields
 
@@ -440,8 +441,10 @@ class LocustS3Runner:
 
     def __init__(self, workload: S3Workload, endpoint: S3Endpoint, timeline: Timeline | None = None, *,
                  distributed: Distributed | None = None, remote_launcher: RemoteLauncher | None = None,
-                 workdir: str | Path | None = None, close_lag_s: float | None = None):
+                 workdir: str | Path | None = None, close_lag_s: float | None = None,
+                 processes: WorkloadProcesses | None = None):
         self.workload = workload
+        self.processes = processes  # where a crashed runner's locust is found again (drill heal)
         self.endpoint = endpoint
         self.timeline = timeline
         self.distributed = distributed
@@ -536,12 +539,15 @@ class LocustS3Runner:
         assert self.workdir is not None
         log = open(self.workdir / f"{role}.log", "wb")
         try:
-            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=self.workdir, start_new_session=True)
         except OSError as e:
             raise S3WorkloadError(f"s3 workload {self.workload.name!r}: cannot run {cmd[0]}: {e}") from e
         finally:
             log.close()
+        if self.processes is not None:
+            self.processes.register(proc.pid, f"locust {role}:{self.workload.name}", cmd)
+        return proc
 
     def _read_records(self) -> None:
         with open(self.record_path) as f:
@@ -638,6 +644,8 @@ class LocustS3Runner:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+            if p is not None and self.processes is not None:
+                self.processes.forget(p.pid)
         if self._stop_remote is not None:
             try:
                 self._stop_remote()

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from drills.timeline import Timeline
-from drills.workloads.reaper import WorkloadProcesses
+from drills.workloads.reaper import TAG_ENV, WorkloadProcesses, new_tag
 from drills.workloads.spec import workload_fields
 
 DIRECTIONS = ("read", "write", "trim")
@@ -674,19 +674,18 @@ class FioRunner:
         env.update(self._env)
         cmd = self.command(job_file)
         cmd[0] = binary
+        tag = env[TAG_ENV] = new_tag()  # finds fio's forked jobs again after a crash (drills/workloads/reaper.py)
         self._started_at = time.time()
         try:
-            # a session of its own: the runner stops it (SIGINT) when it chooses, and a reaper can end
-            # fio and its job processes together after the runner is gone
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          cwd=self._workdir, env=env, bufsize=1, start_new_session=True)
+                                          cwd=self._workdir, env=env, bufsize=1)
         except OSError as e:
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
             raise FioError(f"fio workload {self.job.name!r}: cannot run {binary}: {e}") from e
         if self.processes is not None:
-            self.processes.register(self._proc.pid, f"fio:{self.job.name}", cmd)
+            self.processes.register(self._proc.pid, f"fio:{self.job.name}", cmd, tag)
         self._threads = [threading.Thread(target=self._read_stdout, name=f"fio-{self.job.name}-out", daemon=True),
                          threading.Thread(target=self._read_stderr, name=f"fio-{self.job.name}-err", daemon=True)]
         for th in self._threads:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from drills.target import Target, TargetError
 from drills.timeline import Timeline
-from drills.workloads.reaper import WorkloadProcesses
+from drills.workloads.reaper import TAG_ENV, WorkloadProcesses, new_tag
 from drills.units import parse_bytes
 from drills.workloads.spec import workload_fields
 
@@ -538,15 +538,16 @@ class LocustS3Runner:
     def _spawn(self, cmd: list[str], role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         assert self.workdir is not None
         log = open(self.workdir / f"{role}.log", "wb")
+        tag = new_tag()  # finds the process again after a crash (drills/workloads/reaper.py)
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=self.workdir, start_new_session=True)
+                                    env={**env, TAG_ENV: tag}, cwd=self.workdir, start_new_session=True)
         except OSError as e:
             raise S3WorkloadError(f"s3 workload {self.workload.name!r}: cannot run {cmd[0]}: {e}") from e
         finally:
             log.close()
         if self.processes is not None:
-            self.processes.register(proc.pid, f"locust {role}:{self.workload.name}", cmd)
+            self.processes.register(proc.pid, f"locust {role}:{self.workload.name}", cmd, tag)
         return proc
 
     def _read_records(self) -> None:

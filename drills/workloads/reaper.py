@@ -8,13 +8,22 @@ and forgotten once it has ended:
 
   <state_dir>/workloads/<pid>.json
     {"pid": 4242, "started": 1700000000.12, "label": "fio:drill-x-randwrite", "argv": [...],
-     "owner_pid": 4200, "owner_started": 1699999990.5}
+     "tag": "3f2a...", "owner_pid": 4200, "owner_started": 1699999990.5}
 
-A record is a *leftover* when its owner (the runner) is gone but the process it names still
-runs (same pid and same start time: a reused pid is never killed). `drill heal` and the start
-of every drill session stop leftovers (SIGINT to the process group, then SIGKILL) and say so.
-Remote processes (fio servers' jobs, locust workers started over SSH) are outside this: a fio
-server ends its job when its client's connection drops; remote locust workers are not reaped.
+Each process is started with a tag in its environment (CEPH_DRILLS_WORKLOAD=<random id>), which
+every process it forks or runs inherits. That is how the whole workload is found again: fio's
+jobs are forked children that call setsid(), and when a killed runner's pipe breaks, fio's main
+process dies of SIGPIPE at its next status report while its jobs go on writing. Neither the pid
+nor the process group finds them; the tag does.
+
+A record is a *leftover* when its owner (the runner) is gone and a process with its tag still
+runs. `drill heal`, the start of every drill session and `drill sandbox down` stop leftovers
+(SIGINT, so fio ends its jobs and locust its users; SIGKILL after a grace) and say so. A process
+is only signalled when it carries the tag and started no earlier than the recorded process, so a
+reused pid is never signalled.
+
+Remote processes are outside this: a fio server keeps running its job after the client was
+killed (seen here: still running 25 s later), and locust workers started over SSH are not reaped.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,6 +43,7 @@ from drills.fsutil import fsync_dir
 
 WORKLOADS_DIR = "workloads"
 START_TOLERANCE_S = 0.05  # create_time() is rounded from clock ticks (10 ms)
+TAG_ENV = "CEPH_DRILLS_WORKLOAD"
 
 
 def _started(pid: int) -> float | None:
@@ -53,23 +64,43 @@ def _alive(pid: int, started: float) -> bool:
         return False
 
 
+def new_tag() -> str:
+    """A fresh tag for one workload process: put it in the environment as TAG_ENV before starting it."""
+    return uuid.uuid4().hex
+
+
+def _members(tag: str, since: float) -> list[psutil.Process]:
+    """The live processes carrying `tag` in their environment, started since `since`."""
+    out = []
+    for p in psutil.process_iter(["status", "create_time"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE or p.info["create_time"] < since - START_TOLERANCE_S:
+                continue
+            if p.environ().get(TAG_ENV) == tag:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
 @dataclass(frozen=True)
 class WorkloadRecord:
     pid: int
     started: float
     label: str
     argv: tuple[str, ...]
+    tag: str
     owner_pid: int
     owner_started: float
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started": self.started, "label": self.label, "argv": list(self.argv),
-                "owner_pid": self.owner_pid, "owner_started": self.owner_started}
+                "tag": self.tag, "owner_pid": self.owner_pid, "owner_started": self.owner_started}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "WorkloadRecord":
         return cls(pid=int(d["pid"]), started=float(d["started"]), label=str(d.get("label", "")),
-                   argv=tuple(str(a) for a in d.get("argv", ())), owner_pid=int(d["owner_pid"]),
+                   argv=tuple(str(a) for a in d.get("argv", ())), tag=str(d["tag"]), owner_pid=int(d["owner_pid"]),
                    owner_started=float(d["owner_started"]))
 
     def describe(self) -> str:
@@ -92,7 +123,8 @@ class ReapReport:
             parts.append(f"stopped {len(self.stopped)} workload process(es) left by a crashed run: "
                          + ", ".join(r.describe() for r in self.stopped))
         for r, err in self.failed:
-            parts.append(f"could not stop {r.describe()}: {err}; stop it by hand: kill -KILL -- -{r.pid}")
+            parts.append(f"could not stop {r.describe()}: {err}; stop it by hand (its processes carry "
+                         f"{TAG_ENV}={r.tag} in their environment)")
         if not parts:
             parts.append("no workload processes left by a crashed run")
         return "; ".join(parts)
@@ -104,11 +136,12 @@ class WorkloadProcesses:
     def __init__(self, state_dir: str | Path):
         self.dir = Path(state_dir) / WORKLOADS_DIR
 
-    def register(self, pid: int, label: str, argv: Sequence[str]) -> WorkloadRecord:
-        """Record a just-started process; the file is fsync'd so it survives a host crash too."""
+    def register(self, pid: int, label: str, argv: Sequence[str], tag: str) -> WorkloadRecord:
+        """Record a just-started process, started with `tag` as TAG_ENV in its environment; the file is
+        fsync'd so it survives a host crash too."""
         me = os.getpid()
         record = WorkloadRecord(pid=pid, started=_started(pid) or time.time(), label=label,
-                                argv=tuple(argv), owner_pid=me, owner_started=_started(me) or 0.0)
+                                argv=tuple(argv), tag=tag, owner_pid=me, owner_started=_started(me) or 0.0)
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{pid}.json"
         tmp = path.with_suffix(".tmp")
@@ -140,23 +173,23 @@ class WorkloadProcesses:
 
     def leftovers(self) -> list[WorkloadRecord]:
         """Records whose runner is gone and whose process still runs."""
-        return [r for r in self.records() if not _alive(r.owner_pid, r.owner_started) and _alive(r.pid, r.started)]
+        return [r for r in self.records() if not _alive(r.owner_pid, r.owner_started) and _running(r)]
 
     def reap(self, grace_s: float = 10.0) -> ReapReport:
-        """Stop every leftover (SIGINT to its process group: fio and locust end their jobs and exit;
+        """Stop every leftover (SIGINT to each of its processes: fio and locust end their jobs and exit;
         SIGKILL after `grace_s`), and drop records of processes that are gone. Records of a live
         runner's processes are left alone."""
         report = ReapReport()
         for r in self.records():
             owner_alive = _alive(r.owner_pid, r.owner_started)
-            running = _alive(r.pid, r.started)
+            running = bool(_running(r))
             if owner_alive and running:
                 continue
             if not running:
                 self.forget(r.pid)
                 report.forgotten += 1
                 continue
-            err = _stop_group(r, grace_s)
+            err = _stop_all(r, grace_s)
             if err is None:
                 self.forget(r.pid)
                 report.stopped.append(r)
@@ -165,33 +198,23 @@ class WorkloadProcesses:
         return report
 
 
-def _signal_group(r: WorkloadRecord, sig: int) -> None:
-    """Signal the process's group when it leads one (started with a session of its own), else the process."""
-    try:
-        if os.getpgid(r.pid) == r.pid:
-            os.killpg(r.pid, sig)
-            return
-    except ProcessLookupError:
-        return
-    os.kill(r.pid, sig)
+def _running(r: WorkloadRecord) -> list[psutil.Process]:
+    """The record's processes that still run: the recorded one and whatever it forked or ran."""
+    return _members(r.tag, r.started)
 
 
-def _stop_group(r: WorkloadRecord, grace_s: float) -> str | None:
-    try:
-        _signal_group(r, signal.SIGINT)
-        deadline = time.monotonic() + grace_s
+def _stop_all(r: WorkloadRecord, grace_s: float) -> str | None:
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
+        for p in _running(r):
+            try:
+                p.send_signal(sig)  # psutil checks the pid still names the process it found
+            except psutil.NoSuchProcess:
+                pass
+            except psutil.AccessDenied as e:
+                return f"not allowed: {e}"
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if not _alive(r.pid, r.started):
+            if not _running(r):
                 return None
             time.sleep(0.1)
-        _signal_group(r, signal.SIGKILL)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            if not _alive(r.pid, r.started):
-                return None
-            time.sleep(0.1)
-        return "still running after SIGKILL"
-    except ProcessLookupError:
-        return None
-    except PermissionError as e:
-        return f"not allowed: {e}"
+    return "still running after SIGKILL: " + ", ".join(f"pid {p.pid}" for p in _running(r))

@@ -21,6 +21,7 @@ taken is "not measured", which fails: an invariant that could not be checked did
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -77,6 +78,8 @@ class DrillEvidence:
     log_watch: Any = None  # drills.telemetry.clusterlog.ClusterLogWatch, subscribed for the drill's length
     host_access: Any = None  # drills.hostaccess.HostAccess: the run's, for the OOM counters of ssh hosts
     log_error: str = ""
+    # the end-of-drill deep scrub, started early by start_scrub() (it then overlaps fio's read-back)
+    _scrub_run: "_BackgroundScrub | None" = field(default=None, repr=False)
 
     def begin(self) -> "DrillEvidence":
         from drills.hostfacts import oom_kills_by_host
@@ -94,7 +97,11 @@ class DrillEvidence:
         return self
 
     def close(self) -> None:
-        """Stop the log subscription if the drill never reached `checks` (the plugin calls it at teardown)."""
+        """Stop the log subscription and an early scrub if the drill never reached `checks` (the plugin
+        calls it at teardown)."""
+        if self._scrub_run is not None:
+            self._scrub_run.cancel()
+            self._scrub_run = None
         if self.log_watch is not None:
             try:
                 self.log_watch.stop()
@@ -113,6 +120,16 @@ class DrillEvidence:
 
     def add_fio(self, v: FioVerification) -> None:
         self.fio.append(v)
+
+    def start_scrub(self) -> None:
+        """Start the deep scrub of what the drill tracked so far, in the background, once the drill's
+        writes have stopped and the cluster is clean: the read-back of fio's blocks runs meanwhile (both
+        only read). checks() takes its result; if more was tracked since, it scrubs again, whole."""
+        if self._scrub_run is None and (self.objects or self.images):
+            self._scrub_run = _BackgroundScrub(self.cluster, self._scrub_key()).start()
+
+    def _scrub_key(self) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, str], ...]]:
+        return tuple((pool, tuple(names)) for pool, names in self.objects), tuple(self.images)
 
     # --- the checks -------------------------------------------------------------------------------
 
@@ -175,12 +192,20 @@ class DrillEvidence:
         from drills.telemetry.evidence import scrub_drill_pgs
 
         name = "inconsistent_pgs_max"
+        early, self._scrub_run = self._scrub_run, None
         if aborted:
+            if early is not None:
+                early.cancel()
             return invariant(name, None, "not measured: the drill stopped before the cluster was clean again")
         if not self.objects and not self.images:
             return invariant(name, None, "not measured: the drill tracked no objects or images to scrub")
         try:
-            r = scrub_drill_pgs(self.cluster, self.objects, self.images)
+            if early is not None and early.key == self._scrub_key():
+                r = early.result()
+            else:
+                if early is not None:
+                    early.cancel()
+                r = scrub_drill_pgs(self.cluster, self.objects, self.images)
         except Exception as e:  # noqa: BLE001
             return invariant(name, None, f"not measured: {e}")
         if r.error:
@@ -240,3 +265,38 @@ def evidence_for(cluster: "CephCluster", target: "Target", run_id: str, **kw: An
     """Snapshot what the drill must leave as it found (flags, crash reports, OOM counters) and start
     watching the cluster log."""
     return DrillEvidence(cluster, target, run_id, **kw).begin()
+
+
+class _BackgroundScrub:
+    """scrub_drill_pgs in a thread of its own; cancel() ends its wait at the next poll."""
+
+    def __init__(self, cluster: "CephCluster", key: tuple[Any, Any]):
+        self.cluster, self.key = cluster, key
+        self._stop = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="drill-deep-scrub", daemon=True)
+
+    def start(self) -> "_BackgroundScrub":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from drills.telemetry.evidence import scrub_drill_pgs
+
+        objects, images = self.key
+        try:
+            self._result = scrub_drill_pgs(self.cluster, [(p, list(n)) for p, n in objects], list(images),
+                                           stop=self._stop)
+        except BaseException as e:  # noqa: BLE001 - handed to result()
+            self._error = e
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -259,12 +259,13 @@ class FaultDrill:
                     writer.stop()
                     result = fio.stop()
                 report = writer.check()
+        if d.evidence is not None:
+            d.evidence.track_objects(t.cluster.rados_pool, [f"{prefix}.{i:06d}" for i in writer.ledger.keys()])
+            d.evidence.start_scrub()  # writes stopped, cluster clean: scrubbed while fio's blocks are read back
         fio_check = verify_written(job, result, d.timeline)  # fio's own blocks, read back while the image exists
         if d.evidence is not None:
             d.evidence.add_fio(FioVerification(fio_check.errors, fio_check.method, fio_check.error))
         d.note(fio_check.method if fio_check.errors is not None else f"fio verify not measured: {fio_check.error}")
-        if d.evidence is not None:
-            d.evidence.track_objects(t.cluster.rados_pool, [f"{prefix}.{i:06d}" for i in writer.ledger.keys()])
         # per host that runs Ceph daemons (its memory cgroup on the sandbox, /proc/vmstat over SSH on staging)
         d.measure("recovery", "oom_kills", d.evidence.oom_kills() if d.evidence is not None else None)
         self._measure_io_errors(writer, None if result.stopped else result.returncode)  # stopped by us: exit 128

@@ -50,6 +50,10 @@ def test_health_and_io(drill, drill_cluster, drill_target, drill_timeline, drill
             writer.stop()
             drill.phase("after")
             report = writer.check()
+    if drill.evidence is not None:
+        drill.evidence.track_image(drill_target.cluster.rbd_pool, drill_image)
+        drill.evidence.track_objects(drill_target.cluster.rados_pool, [f"{prefix}.{i:06d}" for i in writer.ledger.keys()])
+        drill.evidence.start_scrub()  # scrubbed while fio's blocks are read back
     fio_check = verify_written(job, result, drill_timeline)
     if drill.evidence is not None:
         drill.evidence.add_fio(FioVerification(fio_check.errors, fio_check.method, fio_check.error))
@@ -58,9 +62,6 @@ def test_health_and_io(drill, drill_cluster, drill_target, drill_timeline, drill
     drill.measure("baseline", "io_errors", errors + writer.ledger.unacked_count)
     drill.note(f"fio {job.name}: {result.totals['write'].iops:.0f} IOPS, p99 {result.totals['write'].lat_p99_ms:.1f} ms over {SMOKE_SECONDS} s")
     drill.note(report.summary().splitlines()[0])
-    if drill.evidence is not None:
-        drill.evidence.track_image(drill_target.cluster.rbd_pool, drill_image)
-        drill.evidence.track_objects(drill_target.cluster.rados_pool, [f"{prefix}.{i:06d}" for i in writer.ledger.keys()])
     outcome = drill.finish(lost_writes=drill.lost_writes(writer, report, report.method))
     drill.assert_passed(outcome)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,13 +299,14 @@ def deep_scrub(
     poll_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> ScrubResult:
     """Deep-scrub exactly ``pgids`` (never repair), wait for each to finish, and list inconsistent ones.
 
     Waits until every PG's ``last_deep_scrub_stamp`` is later than before the request, up to ``timeout``
     (default 60 s + 3 s per PG: with Pacific's default osd_scrub_backoff_ratio 0.66 an OSD starts a scrub
-    on one tick in three, about 1 PG/s on the sandbox; with 0, about 3 PGs/s); a PG still unscrubbed then
-    is named in ``error``. A PG found inconsistent is reported even when
+    on one tick in three, about 1 PG/s on the sandbox; with 0, about 3 PGs/s) or until ``stop`` is set; a
+    PG still unscrubbed then is named in ``error``. A PG found inconsistent is reported even when
     others timed out. Requests are re-sent every 20 s: an OSD drops a request it received mid-peering.
     """
     asked = tuple(sorted(set(pgids), key=_pg_sort_key))
@@ -340,9 +342,12 @@ def deep_scrub(
         for p, s in now.items():
             if s.get("last_deep_scrub_stamp", "") > before[p] and "scrubbing" not in str(s.get("state", "")):
                 done[p] = s
-        if len(done) == len(asked) or clock() - t0 >= timeout:
+        if len(done) == len(asked) or clock() - t0 >= timeout or (stop is not None and stop.is_set()):
             break
-        sleep(poll_s)
+        if stop is not None:
+            stop.wait(poll_s)
+        else:
+            sleep(poll_s)
     bad = tuple(InconsistentPg(p, s.get("state", ""), (s.get("stat_sum") or {}).get("num_scrub_errors"),
                                list_inconsistent_obj(conf, keyring, client, p))
                 for p, s in sorted(done.items(), key=lambda kv: _pg_sort_key(kv[0])) if is_inconsistent(s))
@@ -364,7 +369,8 @@ def _pg_sort_key(pgid: str) -> tuple[int, int]:
 
 
 def scrub_drill_pgs(cluster: CephCluster, objects: Iterable[tuple[str, Iterable[str]]] = (),
-                    images: Iterable[tuple[str, str]] = (), timeout: float | None = None) -> ScrubResult:
+                    images: Iterable[tuple[str, str]] = (), timeout: float | None = None,
+                    stop: threading.Event | None = None) -> ScrubResult:
     """Deep-scrub the PGs holding a drill's RADOS objects ((pool, names) pairs) and RBD images ((pool, image)
     pairs). A name or image that cannot be mapped makes the result not measured (nothing is scrubbed)."""
     pgs: set[str] = set()
@@ -375,7 +381,7 @@ def scrub_drill_pgs(cluster: CephCluster, objects: Iterable[tuple[str, Iterable[
             pgs |= pgs_of_image(cluster, pool, image)
     except ClusterError as e:
         return ScrubResult((), (), error=f"cannot map the drill's objects to PGs: {e}")
-    return deep_scrub(cluster, pgs, timeout=timeout)
+    return deep_scrub(cluster, pgs, timeout=timeout, stop=stop)
 
 
 __all__ = ["crash_ids", "crash_snapshot", "crash_dir_ids", "sandbox_crash_dir", "crash_details", "flags_or_none", "unfound_objects", "pg_of_object", "pgs_of_objects",

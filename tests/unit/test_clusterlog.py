@@ -3,6 +3,7 @@ helpers of the evidence readers (scrub detail, inconsistency)."""
 
 from __future__ import annotations
 
+import time
 import json
 from datetime import datetime, timezone
 
@@ -240,3 +241,76 @@ def test_deep_scrub_names_pgs_it_could_not_scrub_and_reports_inconsistent_ones(m
     assert ok.ok and ok.pgs_scrubbed == ("3.0", "3.1")
     empty = ev.deep_scrub(FakeScrubCluster(set()), set())
     assert not empty.measured and "no PGs" in empty.error
+
+
+def test_a_stopped_deep_scrub_ends_at_once_naming_what_it_did_not_scrub():
+    import threading
+
+    import drills.telemetry.evidence as ev
+
+    stop = threading.Event()
+    stop.set()
+    t0 = time.monotonic()
+    r = ev.deep_scrub(FakeScrubCluster(set()), {"3.0", "3.1"}, timeout=30, stop=stop)
+    assert time.monotonic() - t0 < 5 and not r.measured and "2 of 2" in r.error
+
+
+class CountingScrubs:
+    """scrub_drill_pgs stand-in: records what each call was asked to scrub and from which thread."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cluster, objects, images, timeout=None, stop=None):
+        import threading
+
+        import drills.telemetry.evidence as ev
+
+        names = tuple(n for _, ns in objects for n in ns)
+        self.calls.append((names, tuple(images), threading.current_thread().name))
+        return ev.ScrubResult(("3.0",), ("3.0",), (), None, 0.1)
+
+
+def _evidence():
+    from drills.invariants import DrillEvidence
+
+    return DrillEvidence(cluster=None, target=None, run_id="r")
+
+
+def test_an_early_scrub_is_taken_by_the_checks_when_nothing_was_tracked_since(monkeypatch):
+    import drills.telemetry.evidence as ev
+
+    scrubs = CountingScrubs()
+    monkeypatch.setattr(ev, "scrub_drill_pgs", scrubs)
+    e = _evidence()
+    e.track_objects("p", ["a", "b"])
+    e.track_image("rbd", "img")
+    e.start_scrub()
+    check = e._scrub(aborted=False)
+    assert check.measured == 0 and check.passed
+    assert scrubs.calls == [(("a", "b"), (("rbd", "img"),), "drill-deep-scrub")]  # once, in the background
+
+
+def test_what_is_tracked_after_an_early_scrub_is_scrubbed_again_whole(monkeypatch):
+    import drills.telemetry.evidence as ev
+
+    scrubs = CountingScrubs()
+    monkeypatch.setattr(ev, "scrub_drill_pgs", scrubs)
+    e = _evidence()
+    e.track_objects("p", ["a"])
+    e.start_scrub()
+    e.track_objects("p", ["late"])
+    check = e._scrub(aborted=False)
+    assert check.measured == 0
+    assert [c[0] for c in scrubs.calls] == [("a",), ("a", "late")] and scrubs.calls[1][2] != "drill-deep-scrub"
+
+
+def test_an_aborted_drill_cancels_its_early_scrub_and_is_not_measured(monkeypatch):
+    import drills.telemetry.evidence as ev
+
+    monkeypatch.setattr(ev, "scrub_drill_pgs", CountingScrubs())
+    e = _evidence()
+    e.track_objects("p", ["a"])
+    e.start_scrub()
+    check = e._scrub(aborted=True)
+    assert check.measured is None and "stopped before" in check.detail and e._scrub_run is None

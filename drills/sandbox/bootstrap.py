@@ -436,7 +436,7 @@ def _bring_up(spec: SandboxSpec, step: Step, timeout: float) -> Target:
 
     def create_pools() -> None:
         began = time.monotonic()
-        pools = [(target.cluster.rbd_pool, "rbd", 32), (target.cluster.rados_pool, "drills", 32)]
+        pools = [(target.cluster.rbd_pool, "rbd", spec.pool_pgs), (target.cluster.rados_pool, "drills", spec.pool_pgs)]
         if spec.rgw:
             # The pools radosgw makes at its first start (8 PGs each: osd_pool_default_pg_num), made here
             # with the others so that radosgw does not create them one after the other, each waiting to peer.

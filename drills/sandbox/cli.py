@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--osd-size", type=size_arg, default=8 * GiB, help="sparse BlueStore file per OSD; all of them must fit the disk when full (default 8GiB)")
     up.add_argument("--osd-memory-target", type=size_arg, default=1 * GiB, help="osd_memory_target (default 1GiB)")
     up.add_argument("--no-rgw", action="store_true", help="do not start radosgw")
+    up.add_argument("--pgs-per-pool", type=int, default=32,
+                    help="PGs of the rbd and drills pools: 8 to 256, a power of two (default %(default)s; the "
+                         "shipped limits were calibrated with it)")
     up.add_argument("--allocator", choices=("glibc", "tcmalloc"), default="glibc",
                     help="the daemons' malloc: glibc (Debian's build) or tcmalloc (Debian's libtcmalloc preloaded, "
                          "as upstream builds link it) (default %(default)s)")
@@ -78,6 +81,7 @@ def _spec_from_args(a: argparse.Namespace) -> SandboxSpec:
         rgw=not a.no_rgw,
         host_memory=a.host_memory,
         allocator=a.allocator,
+        pool_pgs=a.pgs_per_pool,
     )
 
 

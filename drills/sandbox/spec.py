@@ -67,6 +67,9 @@ class SandboxSpec:
     # The daemons' malloc: "glibc" (Debian's ceph as built) or "tcmalloc" (Debian's libtcmalloc preloaded,
     # as upstream Ceph builds link it); drills/sandbox/host.py ALLOCATORS.
     allocator: str = "glibc"
+    # PGs of each of the rbd and drills pools. Fewer PGs peer, recover and deep-scrub sooner (the test
+    # sandbox takes 16 for CI time); the shipped limits were calibrated with 32.
+    pool_pgs: int = 32
 
     # --- derived names -----------------------------------------------------
     @property
@@ -158,6 +161,8 @@ class SandboxSpec:
         for what, n in (("racks", self.racks), ("hosts per rack", self.hosts_per_rack), ("OSDs per host", self.osds_per_host)):
             if n < 1:
                 raise SandboxError(f"{what} must be at least 1 (got {n})")
+        if self.pool_pgs not in (8, 16, 32, 64, 128, 256):
+            raise SandboxError(f"PGs per pool must be a power of two from 8 to 256 (got {self.pool_pgs})")
         if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", self.prefix):
             raise SandboxError(f"prefix {self.prefix!r} must be 1-6 lowercase letters/digits starting with a letter (it names links)")
         try:

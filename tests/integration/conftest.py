@@ -26,6 +26,8 @@ TEST_SANDBOX = SandboxSpec(
     # (five drills and two tests wait it out); the drills' detection limits are upper bounds, and the
     # tests that time detection read the grace from the cluster.
     extra_conf={"osd_heartbeat_grace": os.environ.get("DRILLS_TEST_SANDBOX_GRACE", "10")},
+    # CI time: 16 PGs per pool instead of 32 peer, recover and deep-scrub (every drill ends with one) sooner
+    pool_pgs=int(os.environ.get("DRILLS_TEST_SANDBOX_PGS", "16")),
 )
 
 

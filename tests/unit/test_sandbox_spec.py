@@ -44,6 +44,8 @@ def test_conf_sets_failure_detection_and_rack_failure_domain():
         (dict(subnet="10.1.2.0/29"), "too small"),
         (dict(subnet="nonsense"), "not an IPv4 network"),
         (dict(dir="relative/dir"), "absolute path"),
+        (dict(pool_pgs=24), "power of two"),
+        (dict(pool_pgs=4), "from 8 to 256"),
     ],
 )
 def test_impossible_requests_are_refused(kw, message):

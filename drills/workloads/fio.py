@@ -685,7 +685,12 @@ class FioRunner:
                 self._tmp = None
             raise FioError(f"fio workload {self.job.name!r}: cannot run {binary}: {e}") from e
         if self.processes is not None:
-            self.processes.register(self._proc.pid, f"fio:{self.job.name}", cmd, tag)
+            try:
+                self.processes.register(self._proc.pid, f"fio:{self.job.name}", cmd, tag)
+            except OSError as e:  # unrecorded, a crash would leave it running: not started at all
+                self._proc.kill()
+                self._proc.wait()
+                raise FioError(f"fio workload {self.job.name!r}: cannot record it in {self.processes.dir}: {e}") from e
         self._threads = [threading.Thread(target=self._read_stdout, name=f"fio-{self.job.name}-out", daemon=True),
                          threading.Thread(target=self._read_stderr, name=f"fio-{self.job.name}-err", daemon=True)]
         for th in self._threads:

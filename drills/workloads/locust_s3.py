@@ -547,7 +547,13 @@ class LocustS3Runner:
         finally:
             log.close()
         if self.processes is not None:
-            self.processes.register(proc.pid, f"locust {role}:{self.workload.name}", cmd, tag)
+            try:
+                self.processes.register(proc.pid, f"locust {role}:{self.workload.name}", cmd, tag)
+            except OSError as e:  # unrecorded, a crash would leave it running: not started at all
+                proc.kill()
+                proc.wait()
+                raise S3WorkloadError(f"s3 workload {self.workload.name!r}: cannot record locust in "
+                                      f"{self.processes.dir}: {e}") from e
         return proc
 
     def _read_records(self) -> None:

@@ -182,3 +182,19 @@ def test_a_torn_record_is_dropped(tmp_path):
     (d / "123.json").write_text('{"pid": 12')
     assert WorkloadProcesses(tmp_path).records() == []
     assert not (d / "123.json").exists()
+
+
+def test_fio_that_cannot_be_recorded_is_not_left_running(tmp_path):
+    """A state directory that cannot take the record: fio is stopped at once and the error names the directory."""
+    from drills.workloads.fio import FioError, FioJob, start_job
+
+    blocked = tmp_path / "state"
+    blocked.mkdir()
+    (blocked / "workloads").write_text("a file where the records' directory should be")
+    job = FioJob(name="reaper-unrecorded", rw="randwrite", bs="4k", iodepth=1, runtime=3600, size="16M",
+                 ioengine="null")
+    with pytest.raises(FioError, match="cannot record it in"):
+        start_job(job, processes=WorkloadProcesses(blocked))
+    time.sleep(0.3)
+    assert not [p for p in psutil.process_iter(["cmdline", "status"])
+                if p.info["status"] != psutil.STATUS_ZOMBIE and "reaper-unrecorded" in " ".join(p.info["cmdline"] or ())]

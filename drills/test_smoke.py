@@ -20,6 +20,7 @@ import uuid
 from drills.scenario import canary_backend
 from drills.invariants import FioVerification
 from drills.workloads.fio import FioJob, run_job, verify_written
+from drills.workloads.reaper import WorkloadProcesses
 from drills.workloads.verifier import RadosObjectBackend, VerifierConfig, VerifyingWriter
 
 DRILL = "smoke"
@@ -46,7 +47,7 @@ def test_health_and_io(drill, drill_cluster, drill_target, drill_timeline, drill
         )
         with writer:
             writer.start()
-            result = run_job(job, drill_timeline)
+            result = run_job(job, drill_timeline, processes=WorkloadProcesses(drill_target.state_dir))
             writer.stop()
             drill.phase("after")
             report = writer.check()

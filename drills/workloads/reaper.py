@@ -13,8 +13,9 @@ and forgotten once it has ended:
 Each process is started with a tag in its environment (CEPH_DRILLS_WORKLOAD=<random id>), which
 every process it forks or runs inherits. That is how the whole workload is found again: fio's
 jobs are forked children that call setsid(), and when a killed runner's pipe breaks, fio's main
-process dies of SIGPIPE at its next status report while its jobs go on writing. Neither the pid
-nor the process group finds them; the tag does.
+process dies of SIGPIPE at its next status report; a job that outlives it (seen with the null
+engine; with the rbd engine fio ended by itself) is found by neither the pid nor the process
+group, but by the tag. locust writes to a file, so it runs on until stopped.
 
 A record is a *leftover* when its owner (the runner) is gone and a process with its tag still
 runs. `drill heal`, the start of every drill session and `drill sandbox down` stop leftovers

@@ -56,11 +56,9 @@ def _started(pid: int) -> float | None:
 
 def _alive(pid: int, started: float) -> bool:
     """True when `pid` runs and is the process that started at `started` (not a reused pid)."""
-    now = _started(pid)
-    if now is None or abs(now - started) > START_TOLERANCE_S:
-        return False
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        p = psutil.Process(pid)
+        return abs(p.create_time() - started) <= START_TOLERANCE_S and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -68,20 +66,6 @@ def _alive(pid: int, started: float) -> bool:
 def new_tag() -> str:
     """A fresh tag for one workload process: put it in the environment as TAG_ENV before starting it."""
     return uuid.uuid4().hex
-
-
-def _members(tag: str, since: float) -> list[psutil.Process]:
-    """The live processes carrying `tag` in their environment, started since `since`."""
-    out = []
-    for p in psutil.process_iter(["status", "create_time"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE or p.info["create_time"] < since - START_TOLERANCE_S:
-                continue
-            if p.environ().get(TAG_ENV) == tag:
-                out.append(p)
-        except psutil.Error:
-            continue
-    return out
 
 
 @dataclass(frozen=True)
@@ -200,19 +184,32 @@ class WorkloadProcesses:
 
 
 def _running(r: WorkloadRecord) -> list[psutil.Process]:
-    """The record's processes that still run: the recorded one and whatever it forked or ran."""
-    return _members(r.tag, r.started)
+    """The record's processes that still run: the recorded one and whatever it forked or ran (they carry
+    its tag), started no earlier than it."""
+    out = []
+    for p in psutil.process_iter(["status", "create_time"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE or p.info["create_time"] < r.started - START_TOLERANCE_S:
+                continue
+            if p.environ().get(TAG_ENV) == r.tag:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
 
 
 def _stop_all(r: WorkloadRecord, grace_s: float) -> str | None:
     for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
-        for p in _running(r):
+        procs = _running(r)
+        for p in procs:
             try:
                 p.send_signal(sig)  # psutil checks the pid still names the process it found
             except psutil.NoSuchProcess:
                 pass
             except psutil.AccessDenied as e:
                 return f"not allowed: {e}"
+        # polled, not psutil.wait_procs: that reaps a process that is the caller's own child, and its
+        # exit status with it
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if not _running(r):

@@ -55,19 +55,10 @@ def _fio_processes(argv: tuple[str, ...]) -> list[int]:
     return out
 
 
-def _wait_gone(argv: tuple[str, ...], timeout: float = 10.0) -> bool:
+def _until(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _fio_processes(argv):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _wait_leader_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _running(pid):
+        if condition():
             return True
         time.sleep(0.05)
     return False
@@ -93,7 +84,7 @@ def test_fio_outlives_its_killed_runner_and_heal_stops_all_of_it(crashed_runner)
     # fio's main process dies of SIGPIPE at its next status report (1 s) into the dead runner's pipe;
     # its forked job goes on: the control that there is something to reap, and that the recorded pid
     # alone would not find it
-    assert _wait_leader_gone(fio_pid, 5), "fio's main process outlived the broken pipe"
+    assert _until(lambda: not _running(fio_pid), 5), "fio's main process outlived the broken pipe"
     time.sleep(0.5)
     assert _fio_processes(argv), "control: fio's job must outlive a runner killed with SIGKILL"
     procs = WorkloadProcesses(state)
@@ -101,7 +92,7 @@ def test_fio_outlives_its_killed_runner_and_heal_stops_all_of_it(crashed_runner)
     assert left.pid == fio_pid and left.label == "fio:reaper-null"
     report = procs.reap()
     assert [r.pid for r in report.stopped] == [fio_pid] and report.ok
-    assert _wait_gone(argv, 5)
+    assert _until(lambda: not _fio_processes(argv), 5)
     assert procs.records() == [] and "stopped 1 workload process(es)" in report.summary()
 
 
@@ -113,7 +104,7 @@ def test_drill_heal_stops_a_crashed_runs_fio(crashed_runner, tmp_path):
                        text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert p.returncode == 0, p.stderr
     assert f"fio:reaper-null (pid {fio_pid})" in p.stdout
-    assert _wait_gone(argv, 5)
+    assert _until(lambda: not _fio_processes(argv), 5)
 
 
 def test_a_live_runners_workloads_are_left_alone(tmp_path):
